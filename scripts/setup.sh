@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Sets everything up on a fresh machine: a virtualenv (.venv) with the project's packages and dev
+# tools, then Meltano's plugins (each in its own virtualenv under .meltano/). Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade "pip>=25.1"
+.venv/bin/python -m pip install --quiet \
+    -e '.[dev]' -e ./tap-swapcommerce -e ./transforms -e ./target-klaviyo
+.venv/bin/meltano install

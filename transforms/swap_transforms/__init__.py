@@ -1,0 +1,1 @@
+"""Singer inline mapper applying YAML/Jinja mapping files."""
