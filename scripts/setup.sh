@@ -8,7 +8,8 @@ python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade "pip>=25.1"
-.venv/bin/python -m pip install --quiet \
-    -e '.[dev]' -e ./tap-swapcommerce -e ./transforms -e ./target-klaviyo
+# pip's notices about this machine's unused local package folders are noise: keep real output only.
+quiet_pip() { .venv/bin/python -m pip install --quiet "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
+quiet_pip --upgrade "pip>=25.1"
+quiet_pip -e '.[dev]' -e ./tap-swapcommerce -e ./transforms -e ./target-klaviyo
 .venv/bin/meltano install
