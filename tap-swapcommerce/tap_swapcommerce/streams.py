@@ -1,0 +1,265 @@
+"""Swap streams: ``returns`` from the API, and the lines, refunds and restocks derived from it.
+
+Swap publishes no refund or restock endpoint: a return carries its refunded and restocked lines,
+and its ``date_updated`` moves whenever they change. So the child streams are cut from the
+parent's payload, with no extra request and no per-return state. They are synced once per page
+of returns (not once per return, which costs a SCHEMA and a STATE message per return each), and
+keep one bookmark each, on their return's ``date_updated``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
+from decimal import Decimal
+from importlib import resources
+from typing import Any, ClassVar
+
+import requests
+from singer_sdk.helpers.types import Context, Record
+from singer_sdk.schema.source import SchemaDirectory, StreamSchema
+from singer_sdk.streams import Stream
+
+from tap_swapcommerce.client import SwapStream
+from tap_swapcommerce.pagination import KeysetPaginator, PageToken
+from tap_swapcommerce.validation import RecordValidator
+
+#: Each stream's JSON Schema is ``schemas/<stream name>.json``.
+SCHEMAS = SchemaDirectory(resources.files("tap_swapcommerce") / "schemas")
+
+#: Swap's own format for ``last_RMA_updated_date``.
+SWAP_TIMESTAMP = "%Y-%m-%dT%H:%M:%S.%f"
+
+
+class ReturnsStream(SwapStream):
+    """Every return updated since the bookmark, oldest update first."""
+
+    name = "returns"
+    path = "/v2/external/returns"
+    primary_keys: ClassVar[list[str]] = ["return_id"]
+    replication_key = "date_updated"
+    is_sorted = False  # the lookback re-reads rows older than the bookmark
+    records_jsonpath = "$.returns[*]"
+    schema = StreamSchema(SCHEMAS)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._paginator: KeysetPaginator | None = None
+        self._validator = RecordValidator(self.schema, self.name, self.logger)
+        self._page_number = 0
+        self._flush_after: object | None = None
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def get_new_paginator(self) -> KeysetPaginator:
+        self._paginator = KeysetPaginator(self._start_since())
+        return self._paginator
+
+    def get_url_params(self, context: Context | None, next_page_token: Any) -> dict[str, Any]:
+        token: PageToken = next_page_token
+        params: dict[str, Any] = {
+            "swap_store_id": self.config["store_id"],
+            "items_per_page": self.config.get("page_size", 100),
+            "page": token.page,
+        }
+        if token.since is not None:
+            params["last_RMA_updated_date"] = token.since
+        return params
+
+    def _start_since(self) -> str | None:
+        """Where this sync starts: the oldest bookmark of the selected streams, less the lookback.
+
+        The child streams are cut from this stream's pages, so when only some of them are
+        selected their bookmarks decide how far back to read.
+        """
+        starts = []
+        for stream in (self, *self.child_streams):
+            if not stream.selected:
+                continue
+            start = stream.get_starting_timestamp(None)
+            if start is None:
+                return None
+            starts.append(start)
+        if not starts:
+            return None
+        since = min(starts) - timedelta(minutes=int(self.config.get("lookback_minutes", 15)))
+        return since.strftime(SWAP_TIMESTAMP)[:-3] + "Z"
+
+    # -- responses ---------------------------------------------------------------------------
+
+    def parse_response(self, response: requests.Response) -> Iterable[Record]:
+        assert self._paginator is not None
+        body = response.json()
+        rows = [row for row in body.get("returns") or [] if self._validator.usable(row)]
+        pagination = body.get("pagination") or {}
+        fresh = self._paginator.accept(rows, has_next_page=bool(pagination.get("has_next_page")))
+        self._page_number += 1
+        self._flush_after = self._last_kept(fresh)
+        return fresh
+
+    def _last_kept(self, rows: list[Record]) -> object | None:
+        """The last row of the page that stream maps keep: the child streams flush after it."""
+        primary_map = self.stream_maps[0]
+        for row in reversed(rows):
+            if primary_map.get_filter_result(row):
+                return row
+        return None
+
+    def post_process(self, row: Record, context: Context | None = None) -> Record | None:
+        self._validator.report(row)
+        return row
+
+    # -- derived streams ---------------------------------------------------------------------
+
+    def generate_child_contexts(
+        self, record: Record, context: Context | None
+    ) -> Iterable[Context | None]:
+        children = [c for c in self.child_streams if isinstance(c, DerivedStream) and c.wanted]
+        if not children:
+            return
+        for child in children:
+            child.collect(record)
+        if record is self._flush_after:
+            yield {"returns_page": self._page_number}
+
+    def finalize_state_progress_markers(self, state: dict | None = None) -> None:
+        """Close the child streams' bookmarks too: the SDK finalizes top-level streams only."""
+        for child in self.child_streams:
+            child.finalize_state_progress_markers()
+        super().finalize_state_progress_markers(state)
+
+
+class DerivedStream(Stream):
+    """A stream cut from each return's payload. Subclasses say how in :meth:`derive`."""
+
+    parent_stream_type = ReturnsStream
+    state_partitioning_keys: ClassVar[list[str]] = []  # one bookmark, not one per return
+    replication_key = "return_updated_at"
+    is_sorted = False
+    schema = StreamSchema(SCHEMAS)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: list[Record] = []
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.selected or self.has_selected_descendents)
+
+    def collect(self, parent: Record) -> None:
+        try:
+            self._pending.extend(self.derive(parent, parent_fields(parent)))
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            # The parent's schema report names the bad field; this says what was not derived.
+            self.logger.warning(
+                "Return %s: could not derive %s records (%s)",
+                parent.get("return_id"),
+                self.name,
+                type(exc).__name__,
+            )
+
+    def get_records(self, context: Context | None) -> Iterator[Record]:
+        pending, self._pending = self._pending, []
+        yield from pending
+
+    def derive(self, parent: Record, fields: dict[str, Any]) -> Iterable[Record]:
+        raise NotImplementedError
+
+
+def parent_fields(parent: Record) -> dict[str, Any]:
+    """What every child record repeats from its return, so it stands alone in a warehouse."""
+    return {
+        "return_id": parent["return_id"],
+        "rma_number": parent.get("rma_number"),
+        "order_id": parent.get("order_id"),
+        "shopify_order_name": parent.get("shopify_order_name"),
+        "customer_email": parent.get("customer_email"),
+        "return_updated_at": parent["date_updated"],
+    }
+
+
+def lines(parent: Record) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """Each returned line with its shipment id, across all of the return's shipments."""
+    for shipment in parent.get("return_shipments") or []:
+        for item in shipment.get("items") or []:
+            yield shipment.get("shipment_id"), item
+
+
+def line_key(parent: Record, shipment_id: Any, item: dict[str, Any], *suffix: Any) -> str:
+    parts = [parent["return_id"], shipment_id, item.get("shopify_line_item_id"), *suffix]
+    return ":".join("" if part is None else str(part) for part in parts)
+
+
+class ReturnItemsStream(DerivedStream):
+    """One record per returned line, with its return's ids, customer email and status."""
+
+    name = "return_items"
+    primary_keys: ClassVar[list[str]] = ["return_item_id"]
+
+    def derive(self, parent: Record, fields: dict[str, Any]) -> Iterable[Record]:
+        for shipment_id, item in lines(parent):
+            yield {
+                **item,
+                **fields,
+                "return_item_id": line_key(parent, shipment_id, item),
+                "return_status": parent.get("return_status"),
+                "delivery_status": parent.get("delivery_status"),
+                "shipment_id": shipment_id,
+            }
+
+
+class RefundsStream(DerivedStream):
+    """One record per refunded line: what was refunded, when, and whether only in part."""
+
+    name = "refunds"
+    primary_keys: ClassVar[list[str]] = ["refund_line_id"]
+
+    def derive(self, parent: Record, fields: dict[str, Any]) -> Iterable[Record]:
+        for shipment_id, item in lines(parent):
+            amount = item.get("refund_amount")
+            if amount is None:
+                continue
+            line_total = _line_total(item)
+            yield {
+                **fields,
+                "refund_line_id": line_key(parent, shipment_id, item, item.get("refunded_at")),
+                "shopify_line_item_id": item.get("shopify_line_item_id"),
+                "sku": item.get("sku"),
+                "quantity": item.get("item_count"),
+                "amount": amount,
+                "currency": item.get("currency") or parent.get("customer_currency"),
+                "line_total": line_total,
+                "refunded_at": item.get("refunded_at"),
+                "is_partial": None if line_total is None else Decimal(str(amount)) < line_total,
+            }
+
+
+class RestocksStream(DerivedStream):
+    """One record per line put back into sellable stock (``restock_quantity`` > 0)."""
+
+    name = "restocks"
+    primary_keys: ClassVar[list[str]] = ["restock_id"]
+
+    def derive(self, parent: Record, fields: dict[str, Any]) -> Iterable[Record]:
+        for shipment_id, item in lines(parent):
+            quantity = item.get("restock_quantity")
+            if not isinstance(quantity, int) or quantity <= 0:
+                continue
+            yield {
+                **fields,
+                "restock_id": line_key(parent, shipment_id, item, item.get("restocked_at")),
+                "shopify_line_item_id": item.get("shopify_line_item_id"),
+                "sku": item.get("sku"),
+                "shopify_variant_id": item.get("shopify_variant_id"),
+                "product_name": item.get("product_name"),
+                "variant_name": item.get("variant_name"),
+                "quantity": quantity,
+                "restocked_at": item.get("restocked_at"),
+            }
+
+
+def _line_total(item: dict[str, Any]) -> Decimal | None:
+    cost, count = item.get("cost"), item.get("item_count")
+    if not isinstance(cost, (int, float, Decimal)) or not isinstance(count, int):
+        return None
+    return Decimal(str(cost)) * count
