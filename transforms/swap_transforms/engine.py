@@ -1,0 +1,285 @@
+"""Running compiled mappings on records: outputs, rejections and rule failures.
+
+The engine knows nothing about Singer; the mapper feeds it records and the preview command uses it
+as it is. Its contract per source record:
+
+* the stream's checks run first, in order; the first one that holds turns the record into one
+  exception record (its `reason`) and no rule runs;
+* then every rule runs on its own: a rule (or one item of its `for_each`) that fails, or whose
+  outputs do not match their declared schema, emits nothing and becomes one exception record
+  (`mapping_error` or `invalid_output`); the record's other rules are not affected;
+* exception details and log lines never quote record values: the message of a failure is
+  masked for any text found in the record (other than its key) and for e-mail addresses.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import fastjsonschema
+
+from swap_transforms.errors import EvaluationError, MappingFileError, Problem, describe
+from swap_transforms.helpers import iso_timestamp, stable_hash
+from swap_transforms.program import (
+    MappingProgram,
+    OutputStream,
+    Rule,
+    StreamRules,
+    load_program,
+)
+from swap_transforms.sandbox import Scope
+from swap_transforms.values import iterate, locate_failure, to_native
+
+MAPPING_ERROR = "mapping_error"
+INVALID_OUTPUT = "invalid_output"
+MAX_DETAIL = 500
+
+Output = tuple[str, dict[str, Any]]
+
+logger = logging.getLogger(__name__)
+
+_EMAIL = re.compile(r"[^\s@'\"<>()]+@[^\s@'\"<>()]+")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class MappingEngine:
+    """Maps records of source streams to output records with one or more mapping files."""
+
+    def __init__(
+        self, programs: Sequence[MappingProgram], clock: Callable[[], str] = utc_now
+    ) -> None:
+        self.programs = list(programs)
+        self.clock = clock
+        self.outputs: dict[str, OutputStream] = {}
+        self._streams: dict[str, list[StreamRules]] = {}
+        problems: list[Problem] = []
+        for program in self.programs:
+            for name, output in program.outputs.items():
+                known = self.outputs.setdefault(name, output)
+                if (known.schema, known.key_properties) != (output.schema, output.key_properties):
+                    message = f"output '{name}' is declared differently in {known.schema_file}"
+                    problems.append(Problem(program.file, None, "", message))
+            for stream, rules in program.streams.items():
+                runs = self._streams.setdefault(stream, [])
+                names = {rule.name for run in runs for rule in run.rules}
+                for rule in rules.rules:
+                    if rule.name in names:
+                        message = f"rule '{rule.name}' of stream '{stream}' is in another file too"
+                        problems.append(Problem(program.file, None, "", message))
+                runs.append(rules)
+        if problems:
+            raise MappingFileError(problems)
+
+    @classmethod
+    def from_files(
+        cls, paths: Iterable[str], clock: Callable[[], str] = utc_now
+    ) -> MappingEngine:
+        """Load every mapping file, reporting the problems of all of them together."""
+        programs: list[MappingProgram] = []
+        problems: list[Problem] = []
+        for path in paths:
+            try:
+                programs.append(load_program(path))
+            except MappingFileError as error:
+                problems.extend(error.problems)
+        if problems:
+            raise MappingFileError(problems)
+        return cls(programs, clock)
+
+    @property
+    def source_streams(self) -> list[str]:
+        return list(self._streams)
+
+    def handles(self, stream: str) -> bool:
+        return stream in self._streams
+
+    def output_streams(self, stream: str) -> list[str]:
+        """Output streams records of `stream` can produce, exceptions included, in order."""
+        names: dict[str, None] = {}
+        for rules in self._streams.get(stream, []):
+            for rule in rules.rules:
+                names.update(dict.fromkeys(emit.stream for emit in rule.emits))
+            names[rules.program.exceptions_stream] = None
+        return list(names)
+
+    def map_record(self, stream: str, record: dict[str, Any]) -> list[Output]:
+        """Every output record for one source record, in rule order; [] for unmapped streams."""
+        outputs: list[Output] = []
+        for rules in self._streams.get(stream, ()):
+            _RecordRun(self, rules, record, outputs).run()
+        return outputs
+
+
+class _RecordRun:
+    """One source record going through one mapping file's rules for its stream."""
+
+    def __init__(
+        self, engine: MappingEngine, rules: StreamRules, record: dict[str, Any], out: list[Output]
+    ) -> None:
+        self.engine = engine
+        self.rules = rules
+        self.record = record
+        self.out = out
+        program = rules.program
+        self.scope = Scope({"record": record}, program.definitions, program.names)
+        key = record.get(rules.key)
+        self.key = None if key is None else str(key)
+
+    def run(self) -> None:
+        if self._rejected():
+            return
+        for rule in self.rules.rules:
+            self._run_rule(rule)
+
+    def _rejected(self) -> bool:
+        first = self.rules.first_check
+        if first is None:
+            return False
+        try:
+            index = first(self.scope)
+        except Exception:  # noqa: BLE001 - any failure of the analyst's expression
+            index = None
+            for position, check in enumerate(self.rules.checks):
+                try:
+                    hit = bool(check.when(self.scope))
+                except Exception as error:  # noqa: BLE001
+                    where = f"check '{check.reason}'"
+                    self._exception(None, MAPPING_ERROR, f"{where}: {describe(error)}")
+                    return True
+                if hit:
+                    index = position
+                    break
+        if index is None:
+            return False
+        check = self.rules.checks[index]
+        detail = None
+        if check.detail is not None:
+            try:
+                detail = str(check.detail.expression(self.scope))
+            except Exception as error:  # noqa: BLE001
+                detail = f"(detail failed: {describe(error)})"
+        self._exception(None, check.reason, detail)
+        return True
+
+    def _run_rule(self, rule: Rule) -> None:
+        if rule.for_each is None:
+            self._run_item(rule, self.scope, "")
+            return
+        binding, items_expression = rule.for_each
+        try:
+            items = list(iterate(items_expression(self.scope)))
+        except Exception as error:  # noqa: BLE001
+            self._exception(rule.name, MAPPING_ERROR, f"for_each: {describe(error)}")
+            return
+        for index, item in enumerate(items):
+            self._run_item(rule, self.scope.child(binding, item), f"item {index}: ")
+
+    def _run_item(self, rule: Rule, scope: Scope, where: str) -> None:
+        try:
+            produced = rule.body(scope)
+            if produced is None:
+                return
+            records = [to_native(record) for record in produced]
+        except Exception as error:  # noqa: BLE001
+            failure = self._locate(rule, scope, error)
+            self._exception(rule.name, MAPPING_ERROR, where + describe(failure))
+            return
+        for emit, record in zip(rule.emits, records, strict=True):
+            output = self.engine.outputs[emit.stream]
+            try:
+                output.validate(record)
+            except fastjsonschema.JsonSchemaValueException as error:
+                field = error.name.removeprefix("data").lstrip(".")
+                place = f"field '{field}'" if field else "record"
+                what = error.message.removeprefix(error.name).strip()
+                detail = f"{where}output '{emit.stream}' {place}: {what} ({error.rule})"
+                self._exception(rule.name, INVALID_OUTPUT, detail)
+                return
+        self.out.extend((emit.stream, record) for emit, record in zip(rule.emits, records, strict=True))
+
+    def _locate(self, rule: Rule, scope: Scope, error: BaseException) -> EvaluationError:
+        """Which part of a failed rule broke: its condition, or which field of which output."""
+        if rule.when is not None:
+            try:
+                if not rule.when(scope):
+                    return EvaluationError("when", error)
+            except Exception as when_error:  # noqa: BLE001
+                return EvaluationError("when", when_error)
+        for emit in rule.emits:
+            try:
+                to_native(emit.value.expression(scope))
+            except Exception as emit_error:  # noqa: BLE001
+                failure = locate_failure(emit.value, scope, emit_error)
+                return EvaluationError(f"output '{emit.stream}', {failure.where}", failure.cause)
+        return EvaluationError("rule", error)
+
+    def _exception(self, rule: str | None, reason: str, detail: str | None) -> None:
+        stream = self.rules.stream
+        if detail is not None:
+            detail = mask(detail, self.record, keep=self.key)
+        updated_at = None
+        if self.rules.updated_at is not None:
+            try:
+                updated_at = iso_timestamp(self.record.get(self.rules.updated_at))
+            except (TypeError, ValueError):
+                updated_at = None
+        record = {
+            "exception_id": stable_hash(stream, self.key, rule, reason),
+            "source_stream": stream,
+            "source_key": self.key,
+            "rule": rule,
+            "reason": reason,
+            "detail": detail,
+            "source_updated_at": updated_at,
+            "occurred_at": self.engine.clock(),
+        }
+        logger.warning(
+            "%s %s rejected%s: %s%s",
+            stream,
+            self.key,
+            "" if rule is None else f" by rule '{rule}'",
+            reason,
+            "" if detail is None else f": {detail}",
+        )
+        self.out.append((self.rules.program.exceptions_stream, record))
+
+
+def mask(text: str, record: Any, keep: str | None = None) -> str:
+    """`text` with every string of `record` (and any e-mail address) masked, shortened.
+
+    Error messages of expressions can quote the value they failed on (Jinja names a missing key,
+    Python quotes an unparsable literal), and those values may be personal data. The record's
+    key is kept: it is what an operator needs to find the record, and it is logged anyway.
+    """
+    secrets = sorted(
+        {value for value in _strings(record) if len(value) >= 3 and value != keep},
+        key=len,
+        reverse=True,
+    )
+    if secrets:
+        pattern = re.compile("|".join(re.escape(value) for value in secrets), re.IGNORECASE)
+        text = pattern.sub("***", text)
+    text = _EMAIL.sub("***", text)
+    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "…"
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+        stripped = value.strip()
+        if stripped != value:
+            yield stripped
+            yield stripped.lower()
+    elif isinstance(value, dict):
+        for member in value.values():
+            yield from _strings(member)
+    elif isinstance(value, list):
+        for member in value:
+            yield from _strings(member)

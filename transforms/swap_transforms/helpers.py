@@ -1,0 +1,169 @@
+"""Filters, tests and functions that every mapping expression can use.
+
+They are written once here so that analysts never re-implement e-mail cleaning, money rounding or
+id hashing in Jinja. Each one is strict about its input type and raises with a message that names
+the expected type only: the message becomes an exception record's `detail`, so it must never
+quote the value (which may be an e-mail address or a name).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+#: Item fields of the Swap contract; `return_items` gives every flattened item all of them, so
+#: that mappings can test optional ones (`refunded_at`, `restocked_at`, ...) without `default`.
+ITEM_FIELDS: tuple[str, ...] = (
+    "shopify_line_item_id",
+    "shopify_variant_id",
+    "sku",
+    "barcode",
+    "product_name",
+    "variant_name",
+    "main_reason_id",
+    "main_reason_text",
+    "sub_reason_id",
+    "sub_reason_text",
+    "comments",
+    "item_count",
+    "cost",
+    "currency",
+    "return_type",
+    "is_faulty",
+    "intake_reason",
+    "refunded_taxes",
+    "refunded_duties",
+    "refund_amount",
+    "refunded_at",
+    "qc_status",
+    "restock_quantity",
+    "restocked_at",
+)
+
+_CENT = Decimal("0.01")
+
+
+def normalize_email(value: Any) -> str | None:
+    """Trim and lower-case an address; Klaviyo matches profiles on the exact string."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        msg = f"normalize_email expects a string, got {type(value).__name__}"
+        raise TypeError(msg)
+    return value.strip().lower()
+
+
+def is_valid_email(value: Any) -> bool:
+    """Syntax check only (no DNS): the mapper must stay offline and deterministic."""
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        validate_email(value, check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
+
+
+def money(value: Any) -> Decimal | None:
+    """Round an amount to cents, half-up, as Decimal; None stays None (an unknown amount)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        msg = f"money expects a number, got {type(value).__name__}"
+        raise TypeError(msg)
+    try:
+        # repr() of a float is its shortest round-tripping form: 0.1 -> Decimal("0.1").
+        amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    except InvalidOperation:
+        msg = "money expects a number, got a non-numeric string"
+        raise ValueError(msg) from None
+    if not amount.is_finite():
+        msg = "money expects a finite number"
+        raise ValueError(msg)
+    return amount.quantize(_CENT, rounding=ROUND_HALF_UP)
+
+
+def return_items(swap_return: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """All items of a return, across its shipments, in order.
+
+    Each item is a copy with every field of `ITEM_FIELDS` present (None when Swap left it out)
+    plus its `shipment_id`: the copy keeps the input record untouched.
+    """
+    if not isinstance(swap_return, Mapping):
+        msg = f"return_items expects a return object, got {type(swap_return).__name__}"
+        raise TypeError(msg)
+    items: list[dict[str, Any]] = []
+    for shipment in swap_return.get("return_shipments") or ():
+        for item in shipment.get("items") or ():
+            flat = dict.fromkeys(ITEM_FIELDS)
+            flat.update(item)
+            flat["shipment_id"] = shipment.get("shipment_id")
+            items.append(flat)
+    return items
+
+
+def iso_timestamp(value: Any) -> str | None:
+    """Normalise a timestamp to ISO 8601 in UTC with a `Z` suffix; None stays None.
+
+    Ids built from timestamps go through this so that `...:00Z` and `...:00.000+00:00` (the
+    same instant) give the same id. A timestamp without an offset is taken as UTC, as Swap's are.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            msg = "iso expects an ISO 8601 timestamp"
+            raise ValueError(msg) from None
+    elif isinstance(value, datetime):
+        moment = value
+    else:
+        msg = f"iso expects a timestamp string, got {type(value).__name__}"
+        raise TypeError(msg)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def stable_hash(*parts: Any, length: int = 32) -> str:
+    """A short hex digest of the parts, the same on every run and machine (unlike `hash()`)."""
+    if not 8 <= length <= 64:
+        msg = "stable_hash length must be between 8 and 64"
+        raise ValueError(msg)
+    text = "\x1f".join("" if part is None else str(part) for part in parts)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def coalesce(*values: Any) -> Any:
+    """The first argument that is not None: unlike `or`, it keeps 0, False and empty strings."""
+    return next((value for value in values if value is not None), None)
+
+
+FILTERS: Mapping[str, Callable[..., Any]] = {
+    "normalize_email": normalize_email,
+    "is_email": is_valid_email,
+    "money": money,
+    "return_items": return_items,
+    "iso": iso_timestamp,
+    "stable_hash": stable_hash,
+}
+
+TESTS: Mapping[str, Callable[..., bool]] = {
+    "valid_email": is_valid_email,
+}
+
+FUNCTIONS: Mapping[str, Callable[..., Any]] = {
+    "normalize_email": normalize_email,
+    "is_email": is_valid_email,
+    "money": money,
+    "return_items": return_items,
+    "iso": iso_timestamp,
+    "stable_hash": stable_hash,
+    "coalesce": coalesce,
+}

@@ -1,0 +1,146 @@
+"""The Singer inline mapper: reads a tap's messages, writes the mapping's output streams.
+
+Message handling: the SCHEMA of a mapped source stream becomes the SCHEMA of each output stream
+it can produce (each sent once); a RECORD becomes zero or more output records; STATE passes
+through unchanged at its place in the stream, so a target never sees a state ahead of the
+records it covers; ACTIVATE_VERSION and BATCH are dropped; streams without rules are dropped.
+The mapping files are loaded and checked when the mapper starts, before any input is read.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import click
+import msgspec
+from singer_sdk import typing as th
+from singer_sdk.contrib.msgspec import MsgSpecReader, MsgSpecWriter, decoder
+from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities
+from singer_sdk.mapper_base import InlineMapper
+from singer_sdk.singerlib import Message, RecordMessage, SchemaMessage, StateMessage
+from singer_sdk.singerlib.exceptions import InvalidInputLine
+
+from swap_transforms.engine import MappingEngine
+from swap_transforms.errors import MappingFileError
+
+if TYPE_CHECKING:
+    from pathlib import PurePath
+
+    from singer_sdk.plugin_base import _ConfigInput
+    from singer_sdk.singerlib.encoding.base import GenericSingerReader, GenericSingerWriter
+
+
+class PrivateMsgSpecReader(MsgSpecReader):
+    """The SDK's msgspec reader, minus logging the unparsable line (it may hold personal data)."""
+
+    def deserialize_json(self, line: str) -> dict[str, Any]:
+        try:
+            return decoder.decode(line)  # type: ignore[no-any-return]
+        except msgspec.DecodeError:
+            msg = "Unable to parse an input line as JSON (the line is not shown: it may hold personal data)"
+            raise InvalidInputLine(msg) from None
+
+
+class SwapTransformsMapper(InlineMapper):
+    """Applies YAML/Jinja mapping files (see transforms/README.md) to a Singer stream."""
+
+    name = "swap-transforms"
+    capabilities: ClassVar[list[CapabilitiesEnum]] = [
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.STRUCTURED_LOGGING,
+    ]
+    message_reader_class = PrivateMsgSpecReader
+    message_writer_class = MsgSpecWriter
+    config_jsonschema: ClassVar[dict[str, Any]] = th.PropertiesList(
+        th.Property(
+            "mapping_files",
+            th.ArrayType(th.StringType),
+            required=True,
+            description=(
+                "Mapping files to apply, in order. Relative paths resolve against the current "
+                "directory (the project root under Meltano)."
+            ),
+        ),
+    ).to_dict()
+
+    def __init__(
+        self,
+        *,
+        config: dict[str, Any] | PurePath | str | list[PurePath | str] | None = None,
+        parse_env_config: bool = False,
+        validate_config: bool = True,
+        message_reader: GenericSingerReader[Any] | None = None,
+        message_writer: GenericSingerWriter[Any, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            config=config,
+            parse_env_config=parse_env_config,
+            validate_config=validate_config,
+            message_reader=message_reader,
+            message_writer=message_writer,
+        )
+        self.engine = MappingEngine.from_files(self.config["mapping_files"])
+        self._schemas_sent: set[str] = set()
+        self._dropped: set[str] = set()
+
+    @classmethod
+    def invoke(  # type: ignore[override]
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: _ConfigInput | None = None,
+        file_input: Any = None,
+    ) -> None:
+        """Run the mapper; a mapping that does not load exits 2 with its problems, no traceback."""
+        try:
+            super().invoke(
+                about=about, about_format=about_format, config=config, file_input=file_input
+            )
+        except MappingFileError as error:
+            click.echo(f"{cls.name}: the mapping cannot be used:\n{error}", err=True)
+            sys.exit(2)
+
+    def _mapped(self, stream: str) -> bool:
+        if self.engine.handles(stream):
+            return True
+        if stream not in self._dropped:
+            self._dropped.add(stream)
+            self.logger.info("Stream '%s' has no mapping rules: its messages are dropped", stream)
+        return False
+
+    def _schema_messages(self, stream: str) -> list[Message]:
+        messages: list[Message] = []
+        for name in self.engine.output_streams(stream):
+            if name not in self._schemas_sent:
+                self._schemas_sent.add(name)
+                output = self.engine.outputs[name]
+                messages.append(SchemaMessage(name, output.schema, output.key_properties))
+        return messages
+
+    def map_schema_message(self, message_dict: dict[str, Any]) -> Iterable[Message]:
+        stream = message_dict["stream"]
+        return self._schema_messages(stream) if self._mapped(stream) else []
+
+    def map_record_message(self, message_dict: dict[str, Any]) -> Iterable[Message]:
+        stream = message_dict["stream"]
+        if not self._mapped(stream):
+            return []
+        # A tap that sends a RECORD before its SCHEMA still gets valid output.
+        messages = self._schema_messages(stream)
+        messages.extend(
+            RecordMessage(stream=name, record=record)
+            for name, record in self.engine.map_record(stream, message_dict["record"])
+        )
+        return messages
+
+    def map_state_message(self, message_dict: dict[str, Any]) -> Iterable[Message]:
+        return [StateMessage(value=message_dict["value"])]
+
+    def map_activate_version_message(self, message_dict: dict[str, Any]) -> Iterable[Message]:
+        return []
+
+    def map_batch_message(self, message_dict: dict[str, Any]) -> Iterable[Message]:
+        return []

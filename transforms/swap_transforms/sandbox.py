@@ -1,0 +1,299 @@
+"""The Jinja environment mapping expressions run in, and how they are checked and evaluated.
+
+Mapping files are written by analysts, not engineers, so expressions run in Jinja's immutable
+sandbox: no access to Python internals (`__class__`, `mro`, `__globals__`), no mutation of the
+record, no files or network (nothing that could reach them is exposed). On top of the sandbox,
+every expression is checked when the mapping is loaded, so that a typo or an escape attempt stops
+the mapper before it reads a message instead of failing on every record:
+
+* every name must be known (`record`, a definition, a `for_each` binding or a helper function),
+* filters and tests must exist,
+* attributes and constant subscripts starting with `_` are refused.
+
+At run time, `StrictUndefined` turns a missing field into an error, arithmetic mixing the
+`Decimal` numbers of Singer records with float literals is made exact, and size-blowing `*` and
+`**` are refused.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from decimal import Decimal
+from typing import Any, cast
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.parser import Parser
+from jinja2.runtime import Context, Undefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from swap_transforms import helpers
+
+#: Jinja's default globals that mappings do not need and that can be abused (`lipsum` builds
+#: large texts, `namespace` is the one mutable object templates can create).
+_DROPPED_GLOBALS = ("lipsum", "cycler", "joiner", "namespace")
+
+#: Largest string or list that `*` may build, and largest exponent `**` accepts.
+MAX_REPEAT = 100_000
+MAX_EXPONENT = 64
+
+#: Prefix of names the engine itself adds to compiled expressions (loops); refused in mappings.
+ENGINE_PREFIX = "_"
+
+
+class MappingEnvironment(ImmutableSandboxedEnvironment):
+    """ImmutableSandboxedEnvironment with the mapping helpers and exact, bounded arithmetic."""
+
+    intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
+
+    def __init__(self) -> None:
+        super().__init__(undefined=StrictUndefined, autoescape=False)
+        for name in _DROPPED_GLOBALS:
+            self.globals.pop(name, None)
+        self.filters.update(helpers.FILTERS)
+        self.filters[f"{ENGINE_PREFIX}text"] = _text
+        self.tests.update(helpers.TESTS)
+        self.globals.update(helpers.FUNCTIONS)
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        # Singer numbers arrive as Decimal; `record.total * 0.9` would raise TypeError.
+        if isinstance(left, Decimal) and isinstance(right, float):
+            right = Decimal(repr(right))
+        elif isinstance(right, Decimal) and isinstance(left, float):
+            left = Decimal(repr(left))
+        if operator == "*":
+            _check_repeat(left, right)
+            _check_repeat(right, left)
+        elif (
+            operator == "**"
+            and isinstance(right, (int, Decimal))
+            and not isinstance(right, bool)
+            and abs(right) > MAX_EXPONENT
+        ):
+            msg = f"exponents above {MAX_EXPONENT} are not allowed"
+            raise SecurityError(msg)
+        return self.binop_table[operator](left, right)
+
+
+def _check_repeat(sequence: Any, count: Any) -> None:
+    if (
+        isinstance(sequence, (str, list, tuple))
+        and isinstance(count, int)
+        and len(sequence) * count > MAX_REPEAT
+    ):
+        msg = f"'*' would build a sequence longer than {MAX_REPEAT}"
+        raise SecurityError(msg)
+
+
+def _text(value: Any) -> str:
+    """Interpolation into text templates: a null would otherwise become the text 'None'."""
+    if value is None:
+        msg = "a null value was interpolated into text"
+        raise TypeError(msg)
+    return str(value)
+
+
+ENVIRONMENT = MappingEnvironment()
+GLOBAL_NAMES: frozenset[str] = frozenset(ENVIRONMENT.globals)
+
+
+class ExpressionProblem(Exception):
+    """An expression cannot be used; `line` is relative to the expression text (1-based)."""
+
+    def __init__(self, message: str, line: int = 1) -> None:
+        self.message = message
+        self.line = line
+        super().__init__(message)
+
+
+def parse_expression(source: str) -> nodes.Expr:
+    """Parse a bare Jinja expression (a condition, a definition); `{{ }}` around it is allowed."""
+    text = source.strip()
+    if text.startswith("{{") and text.endswith("}}") and text.count("{{") == 1:
+        text = text[2:-2]
+    try:
+        parser = Parser(ENVIRONMENT, text, state="variable")
+        expression = parser.parse_expression()
+        if not parser.stream.eos:
+            token = parser.stream.current
+            msg = f"unexpected {token.value!r} after the expression"
+            raise ExpressionProblem(msg, token.lineno)
+    except TemplateSyntaxError as error:
+        raise ExpressionProblem(error.message or "syntax error", error.lineno) from None
+    return expression
+
+
+def parse_template(source: str, *, strict_text: bool = True) -> nodes.Expr:
+    """Parse a value string containing `{{ }}`.
+
+    One expression alone keeps its native type; text mixed with expressions becomes a string,
+    in which (with `strict_text`) a null value is an error rather than the text 'None'.
+    """
+    try:
+        template = ENVIRONMENT.parse(source)
+    except TemplateSyntaxError as error:
+        raise ExpressionProblem(error.message or "syntax error", error.lineno) from None
+    parts: list[nodes.Node] = []
+    for statement in template.body:
+        if not isinstance(statement, nodes.Output):
+            msg = "only {{ expressions }} are allowed in values, not {% statements %}"
+            raise ExpressionProblem(msg, statement.lineno)
+        parts.extend(statement.nodes)
+    expressions = [part for part in parts if not isinstance(part, nodes.TemplateData)]
+    if len(parts) == 1 and len(expressions) == 1:
+        return cast("nodes.Expr", expressions[0])
+    pieces: list[nodes.Expr] = []
+    for part in parts:
+        if isinstance(part, nodes.TemplateData):
+            pieces.append(nodes.Const(part.data, lineno=part.lineno))
+        elif strict_text:
+            text = f"{ENGINE_PREFIX}text"
+            pieces.append(nodes.Filter(part, text, [], [], None, None, lineno=part.lineno))
+        else:
+            pieces.append(cast("nodes.Expr", part))
+    return nodes.Concat(pieces, lineno=1)
+
+
+def check_expression(expression: nodes.Expr, known: Iterable[str]) -> list[ExpressionProblem]:
+    """Problems with names, filters, tests and private attributes in an analyst's expression."""
+    known_names = set(known) | GLOBAL_NAMES
+    problems: list[ExpressionProblem] = []
+    for name in expression.find_all(nodes.Name):
+        if name.ctx == "load" and name.name not in known_names:
+            problems.append(ExpressionProblem(_unknown("name", name.name, known_names), name.lineno))
+    for getattr_node in expression.find_all(nodes.Getattr):
+        if getattr_node.attr.startswith("_"):
+            msg = f"attribute '{getattr_node.attr}' is not allowed (names starting with '_' are private)"
+            problems.append(ExpressionProblem(msg, getattr_node.lineno))
+    for getitem in expression.find_all(nodes.Getitem):
+        key = getitem.arg
+        if isinstance(key, nodes.Const) and isinstance(key.value, str) and key.value.startswith("_"):
+            msg = f"key '{key.value}' is not allowed (names starting with '_' are private)"
+            problems.append(ExpressionProblem(msg, getitem.lineno))
+    for node in expression.find_all((nodes.Filter, nodes.Test)):
+        kind = "filter" if isinstance(node, nodes.Filter) else "test"
+        table = ENVIRONMENT.filters if kind == "filter" else ENVIRONMENT.tests
+        if node.name not in table or node.name.startswith(ENGINE_PREFIX):
+            public = {name for name in table if not name.startswith(ENGINE_PREFIX)}
+            problems.append(ExpressionProblem(_unknown(kind, node.name, public), node.lineno))
+    return problems
+
+
+def referenced_names(expression: nodes.Expr) -> set[str]:
+    return {name.name for name in expression.find_all(nodes.Name) if name.ctx == "load"}
+
+
+def _unknown(kind: str, name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(candidates), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown {kind} '{name}'{hint}"
+
+
+class Expression:
+    """A compiled expression, evaluated against a `Scope` (compiled once, run per record)."""
+
+    __slots__ = ("_template",)
+
+    def __init__(self, expression: nodes.Expr) -> None:
+        body = [nodes.Assign(nodes.Name("result", "store"), expression, lineno=1)]
+        self._template = ENVIRONMENT.from_string(nodes.Template(body, lineno=1))
+
+    def __call__(self, scope: Scope) -> Any:
+        # What TemplateExpression does, but with the scope shared instead of copied into a dict:
+        # copying would evaluate every definition, and definitions are meant to be lazy.
+        context = self._template.new_context(cast("dict[str, Any]", scope), shared=True)
+        for _ in self._template.root_render_func(context):
+            pass
+        result = context.vars["result"]
+        if isinstance(result, Undefined):
+            result._fail_with_undefined_error()
+        return result
+
+
+class Scope(Mapping[str, Any]):
+    """The variables of one evaluation: bindings, then lazily computed definitions, then helpers.
+
+    A definition is computed the first time an expression of this record refers to it and kept
+    for the rest of the record; a failure is kept too, so every rule that uses a broken
+    definition reports the same error.
+    """
+
+    __slots__ = ("_definitions", "_names", "_parent", "_values")
+
+    def __init__(
+        self,
+        values: dict[str, Any],
+        definitions: Mapping[str, Expression],
+        names: Mapping[str, Any],
+        parent: Scope | None = None,
+    ) -> None:
+        self._values = values
+        self._definitions = definitions
+        self._names = names
+        self._parent = parent
+
+    def child(self, name: str, value: Any) -> Scope:
+        """A scope for one `for_each` item: the binding on top of this scope."""
+        return Scope({name: value}, self._definitions, self._names, self)
+
+    def __getitem__(self, key: str) -> Any:
+        scope: Scope | None = self
+        while scope is not None:
+            values = scope._values
+            if key in values:
+                value = values[key]
+                if isinstance(value, _Failure):
+                    raise value.error()
+                return value
+            if scope._parent is None:
+                return scope._define(key)
+            scope = scope._parent
+        raise KeyError(key)  # pragma: no cover - the loop always returns from the root scope
+
+    def _define(self, key: str) -> Any:
+        definition = self._definitions.get(key)
+        if definition is None:
+            return self._names[key]
+        try:
+            value = definition(self)
+        except Exception as error:  # noqa: BLE001 - any failure of the analyst's expression
+            failure = _Failure(key, error)
+            self._values[key] = failure
+            raise failure.error() from error
+        self._values[key] = value
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        scope: Scope | None = self
+        while scope is not None:
+            if key in scope._values:
+                return True
+            scope = scope._parent
+        return key in self._definitions or key in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        # Jinja only looks names up; listing would force every definition, so list bindings only.
+        scope: Scope | None = self
+        while scope is not None:
+            yield from scope._values
+            scope = scope._parent
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class _Failure:
+    __slots__ = ("cause", "name")
+
+    def __init__(self, name: str, cause: Exception) -> None:
+        self.name = name
+        self.cause = cause
+
+    def error(self) -> Exception:
+        from swap_transforms.errors import EvaluationError  # noqa: PLC0415 - avoid a cycle
+
+        return EvaluationError(f"definition '{self.name}'", self.cause)
+
+
+LoopBody = Callable[[Scope], Any]

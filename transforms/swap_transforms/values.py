@@ -1,0 +1,360 @@
+"""Output values: how a YAML field value becomes (part of) one Jinja expression.
+
+A field is a YAML literal, `"{{ expr }}"` (keeps the native type), a text template mixing text
+and `{{ }}` (a string), a nested mapping or list (built as dict/list), or a loop
+`{for_each: "x in xs", when: ..., value: ...}` that builds a list. All fields of one emitted
+output are assembled into a single Jinja expression (a dict literal) because one call per output
+runs several times faster than one call per field. Each piece keeps its own source so that, when
+the combined expression fails on a record, the failing field can be found by evaluating the
+pieces one at a time (only then, so the cost is paid on errors only).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cached_property
+from typing import Any
+
+from jinja2 import nodes, pass_context
+from jinja2.runtime import Context, Undefined
+
+from swap_transforms.errors import EvaluationError, Problem
+from swap_transforms.sandbox import (
+    ENGINE_PREFIX,
+    Expression,
+    ExpressionProblem,
+    Scope,
+    check_expression,
+    parse_expression,
+    parse_template,
+)
+from swap_transforms.yaml_lines import PathKey, YamlDocument
+
+LOOP_KEYS = frozenset({"for_each", "value"})
+LOOP_OPTIONAL_KEYS = frozenset({"when"})
+_FOR_EACH = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s+in\s+(.+)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where a piece of a mapping file is: for error messages that point at a line."""
+
+    doc: YamlDocument
+    path: PathKey
+    where: str
+
+    def at(self, key: str | int, where: str | None = None) -> Site:
+        return Site(self.doc, (*self.path, key), self.where if where is None else where)
+
+    def problem(self, message: str, line_in_text: int | None = None) -> Problem:
+        if line_in_text is None:
+            line = self.doc.line(self.path)
+        else:
+            line = self.doc.text_line(self.path, line_in_text)
+        return Problem(self.doc.path, line, self.where, message)
+
+
+class ValueSpec:
+    """A compiled field value: builds its Jinja AST (fresh each time) and names its parts."""
+
+    label: str
+
+    def build(self) -> nodes.Expr:
+        raise NotImplementedError
+
+    def parts(self) -> list[ValueSpec]:
+        return []
+
+    @cached_property
+    def expression(self) -> Expression:
+        """This piece alone, compiled on first need (when locating a failure)."""
+        return Expression(self.build())
+
+
+class LiteralValue(ValueSpec):
+    def __init__(self, value: Any, label: str) -> None:
+        self.value = value
+        self.label = label
+
+    def build(self) -> nodes.Expr:
+        return nodes.Const(self.value, lineno=1)
+
+
+class TemplateValue(ValueSpec):
+    def __init__(self, source: str, label: str) -> None:
+        self.source = source
+        self.label = label
+
+    def build(self) -> nodes.Expr:
+        return parse_template(self.source)
+
+
+class BareExpressionValue(ValueSpec):
+    def __init__(self, source: str, label: str) -> None:
+        self.source = source
+        self.label = label
+
+    def build(self) -> nodes.Expr:
+        return parse_expression(self.source)
+
+
+class MappingValue(ValueSpec):
+    def __init__(self, items: list[tuple[str, ValueSpec]], label: str) -> None:
+        self.items = items
+        self.label = label
+
+    def build(self) -> nodes.Expr:
+        pairs = [nodes.Pair(nodes.Const(key), spec.build(), lineno=1) for key, spec in self.items]
+        return nodes.Dict(pairs, lineno=1)
+
+    def parts(self) -> list[ValueSpec]:
+        return [spec for _, spec in self.items]
+
+
+class ListValue(ValueSpec):
+    def __init__(self, items: list[ValueSpec], label: str) -> None:
+        self.items = items
+        self.label = label
+
+    def build(self) -> nodes.Expr:
+        return nodes.List([spec.build() for spec in self.items], lineno=1)
+
+    def parts(self) -> list[ValueSpec]:
+        return list(self.items)
+
+
+class Loop:
+    """A `for_each` inside a value: called from the compiled expression with the list."""
+
+    def __init__(
+        self, binding: str, when: Expression | None, body: ValueSpec, label: str
+    ) -> None:
+        self.binding = binding
+        self.when = when
+        self.body = body
+        self.label = label
+        self._body = body.expression
+
+    @pass_context
+    def run(self, context: Context, items: Any) -> list[Any]:
+        scope: Scope = context.parent  # type: ignore[assignment]  # shared: the Scope itself
+        result: list[Any] = []
+        for index, item in enumerate(iterate(items)):
+            child = scope.child(self.binding, item)
+            try:
+                if self.when is not None and not self.when(child):
+                    continue
+                result.append(self._body(child))
+            except Exception as error:  # noqa: BLE001 - any failure of the analyst's expression
+                cause = locate_failure(self.body, child, error)
+                raise EvaluationError(f"{self.label} item {index}", cause) from error
+        return result
+
+
+class LoopValue(ValueSpec):
+    def __init__(self, name: str, items_source: str, loop: Loop, label: str) -> None:
+        self.name = name
+        self.items_source = items_source
+        self.loop = loop
+        self.label = label
+
+    def build(self) -> nodes.Expr:
+        items = parse_expression(self.items_source)
+        return nodes.Call(nodes.Name(self.name, "load"), [items], [], None, None, lineno=1)
+
+
+def iterate(items: Any) -> Iterable[Any]:
+    """What `for_each` accepts: a list (or a Jinja filter's generator), never text or an object."""
+    if isinstance(items, Undefined):
+        items._fail_with_undefined_error()
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
+        msg = f"for_each expects a list, got {type(items).__name__}"
+        raise TypeError(msg)
+    return items
+
+
+def split_for_each(source: str) -> tuple[str, str] | None:
+    """`"item in items"` -> ("item", "items"), or None when it is not of that form."""
+    match = _FOR_EACH.match(source)
+    return (match.group(1), match.group(2)) if match else None
+
+
+class ValueCompiler:
+    """Turns YAML values into `ValueSpec`s, collecting every problem instead of stopping."""
+
+    def __init__(self, engine_names: dict[str, Any], problems: list[Problem]) -> None:
+        self.engine_names = engine_names
+        self.problems = problems
+
+    def expression(
+        self, source: str, site: Site, known: frozenset[str]
+    ) -> tuple[nodes.Expr, set[str]] | None:
+        """Parse and check a bare expression; returns it with the names it refers to."""
+        try:
+            expression = parse_expression(source)
+        except ExpressionProblem as error:
+            self.problems.append(site.problem(error.message, error.line))
+            return None
+        return self._checked(expression, site, known)
+
+    def _checked(
+        self, expression: nodes.Expr, site: Site, known: frozenset[str]
+    ) -> tuple[nodes.Expr, set[str]] | None:
+        issues = check_expression(expression, known)
+        for issue in issues:
+            self.problems.append(site.problem(issue.message, issue.line))
+        if issues:
+            return None
+        names = {name.name for name in expression.find_all(nodes.Name) if name.ctx == "load"}
+        return expression, names
+
+    def value(
+        self, raw: Any, site: Site, label: str, known: frozenset[str], used: set[str]
+    ) -> ValueSpec | None:
+        """Compile one value; names it refers to are added to `used`."""
+        if isinstance(raw, str):
+            if "{{" not in raw and "{%" not in raw and "{#" not in raw:
+                return LiteralValue(raw, label)
+            try:
+                expression = parse_template(raw, strict_text=False)
+            except ExpressionProblem as error:
+                self.problems.append(site.problem(error.message, error.line))
+                return None
+            checked = self._checked(expression, site, known)
+            if checked is None:
+                return None
+            used.update(checked[1])
+            return TemplateValue(raw, label)
+        if raw is None or isinstance(raw, (bool, int, str)):
+            return LiteralValue(raw, label)
+        if isinstance(raw, float):
+            if not math.isfinite(raw):
+                self.problems.append(site.problem("numbers must be finite"))
+                return None
+            return LiteralValue(raw, label)
+        if isinstance(raw, dict):
+            keys = set(raw)
+            if LOOP_KEYS <= keys and keys <= LOOP_KEYS | LOOP_OPTIONAL_KEYS:
+                return self.loop(raw, site, label, known, used)
+            items: list[tuple[str, ValueSpec]] = []
+            for key, member in raw.items():
+                if not isinstance(key, str):
+                    self.problems.append(site.problem(f"key {key!r} must be a string"))
+                    continue
+                member_label = f"{label}.{key}" if label else key
+                where = _field_where(site.where, member_label)
+                spec = self.value(member, site.at(key, where), member_label, known, used)
+                if spec is not None:
+                    items.append((key, spec))
+            return MappingValue(items, label)
+        if isinstance(raw, list):
+            members: list[ValueSpec] = []
+            for index, member in enumerate(raw):
+                spec = self.value(member, site.at(index), f"{label}[{index}]", known, used)
+                if spec is not None:
+                    members.append(spec)
+            return ListValue(members, label)
+        self.problems.append(site.problem(f"unsupported value of type {type(raw).__name__}"))
+        return None
+
+    def loop(
+        self, raw: dict[str, Any], site: Site, label: str, known: frozenset[str], used: set[str]
+    ) -> LoopValue | None:
+        """A value-level `for_each`: the list it builds, one `value` per (kept) item."""
+        for_each = raw["for_each"]
+        parsed = split_for_each(for_each) if isinstance(for_each, str) else None
+        if parsed is None:
+            message = "for_each must read '<name> in <expression>', e.g. 'item in items'"
+            self.problems.append(site.at("for_each").problem(message))
+            return None
+        binding, items_source = parsed
+        items = self.expression(items_source, site.at("for_each"), known)
+        inner_known = known | {binding}
+        when: Expression | None = None
+        ok = items is not None
+        if "when" in raw:
+            checked = (
+                self.expression(raw["when"], site.at("when"), inner_known)
+                if isinstance(raw["when"], str)
+                else None
+            )
+            if checked is None:
+                if not isinstance(raw["when"], str):
+                    self.problems.append(site.at("when").problem("when must be an expression"))
+                ok = False
+            else:
+                used.update(checked[1] - {binding})
+                when = Expression(checked[0])
+        inner_used: set[str] = set()
+        body = self.value(raw["value"], site.at("value"), f"{label}[]", inner_known, inner_used)
+        used.update(inner_used - {binding})
+        if items is None or body is None or not ok:
+            return None
+        used.update(items[1])
+        name = f"{ENGINE_PREFIX}loop{len(self.engine_names)}"
+        loop = Loop(binding, when, body, f"field '{label}'" if label else "for_each")
+        self.engine_names[name] = loop.run
+        return LoopValue(name, items_source, loop, label)
+
+
+def _field_where(where: str, label: str) -> str:
+    """`rule 'x', field 'a'` -> `rule 'x', field 'a.b'`: the deepest field is the useful one."""
+    head = where.split(", field '", 1)[0]
+    return f"{head}, field '{label}'"
+
+
+def locate_failure(spec: ValueSpec, scope: Scope, error: BaseException) -> EvaluationError:
+    """Which part of a value failed on this record: re-run its parts one by one."""
+    for part in spec.parts():
+        try:
+            to_native(part.expression(scope))
+        except Exception as part_error:  # noqa: BLE001 - any failure of the analyst's expression
+            return locate_failure(part, scope, part_error)
+    if isinstance(error, EvaluationError):
+        return error
+    return EvaluationError(f"field '{spec.label}'" if spec.label else "value", error)
+
+
+_PLAIN = (str, int, bool, type(None))
+
+
+def to_native(value: Any) -> Any:
+    """A JSON-ready copy of an expression's result, or an error naming what is not JSON.
+
+    Catches what Jinja lets through silently: a StrictUndefined nested in a list or dict (a
+    missing field inside `{{ [record.missing] }}`), tuples from `groupby`, and objects that the
+    Singer writer could only print as text.
+    """
+    if type(value) in _PLAIN:
+        return value
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            msg = "numbers must be finite"
+            raise ValueError(msg)
+        return value
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    if isinstance(value, Mapping):
+        result: dict[str, Any] = {}
+        for key, member in value.items():
+            if not isinstance(key, str):
+                msg = f"object keys must be strings, got {type(key).__name__}"
+                raise TypeError(msg)
+            result[str(key)] = to_native(member)
+        return result
+    if isinstance(value, (list, tuple, Iterator)):
+        # Iterator: a filter chain left without `| list` (`items | selectattr(...)`).
+        return [to_native(member) for member in value]
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            msg = "numbers must be finite"
+            raise ValueError(msg)
+        return value
+    msg = f"a value of type {type(value).__name__} cannot be sent (not JSON)"
+    raise TypeError(msg)
