@@ -1,0 +1,277 @@
+"""Klaviyo's REST API over httpx: auth, revision, pacing to the published limits, retries.
+
+Every request goes through one :class:`RateLimits` shared by all sinks (the SDK drains sinks in
+parallel threads), paced per endpoint to Klaviyo's published burst and steady limits, so the
+target rarely meets a ``429``. When it does, every request to that endpoint waits the
+``Retry-After``. ``5xx``, timeouts and dropped connections are retried with exponential backoff;
+a request that keeps failing raises :class:`KlaviyoUnavailable`, and the caller records what was
+already confirmed before letting the run fail.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgspec
+from pyrate_limiter import InMemoryBucket, Limiter, Rate
+
+from target_klaviyo.dryrun import DryRunWriter
+
+logger = logging.getLogger(__name__)
+
+JSON_API = "application/vnd.api+json"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One Klaviyo operation: its method and path, and the limits Klaviyo publishes for it."""
+
+    name: str
+    method: str
+    path: str
+    limits: tuple[tuple[int, float], ...]  # (requests, seconds) windows
+
+
+def _published(burst_per_s: int, steady_per_min: int) -> tuple[tuple[int, float], ...]:
+    return ((burst_per_s, 1.0), (steady_per_min, 60.0))
+
+
+#: The operations the target uses, with the limits in Klaviyo's OpenAPI specs (revision 2026-07-15).
+ENDPOINTS = {
+    e.name: e
+    for e in (
+        Endpoint("events", "POST", "/api/event-bulk-create-jobs", _published(10, 150)),
+        Endpoint("profile_import", "POST", "/api/profile-bulk-import-jobs", _published(10, 150)),
+        Endpoint(
+            "profile_import_job",
+            "GET",
+            "/api/profile-bulk-import-jobs/{id}",
+            _published(10, 150),
+        ),
+        Endpoint(
+            "profile_import_errors",
+            "GET",
+            "/api/profile-bulk-import-jobs/{id}/import-errors",
+            _published(10, 150),
+        ),
+        Endpoint(
+            "catalog_update", "POST", "/api/catalog-variant-bulk-update-jobs", _published(75, 750)
+        ),
+        Endpoint(
+            "catalog_update_job",
+            "GET",
+            "/api/catalog-variant-bulk-update-jobs/{id}",
+            _published(75, 750),
+        ),
+        Endpoint("catalog_variants", "GET", "/api/catalog-variants", _published(350, 3500)),
+        Endpoint("profiles", "GET", "/api/profiles", _published(75, 750)),
+        Endpoint(
+            "segments_create",
+            "POST",
+            "/api/segments",
+            (*_published(1, 15), (100, 86400.0)),
+        ),
+        Endpoint("segments", "GET", "/api/segments", _published(75, 700)),
+    )
+}
+
+
+class KlaviyoAuthError(Exception):
+    """Klaviyo refused the API key: nothing can be delivered, so the run stops at once."""
+
+
+class KlaviyoUnavailable(Exception):  # noqa: N818 - names the condition a person must act on
+    """Klaviyo kept failing (5xx, timeouts, dropped connections) after every retry."""
+
+
+class RateLimits:
+    """Paces requests per endpoint, shared by every sink and thread of one target run.
+
+    Sliding windows (pyrate-limiter's log algorithm) for each published limit, plus a gate that
+    a ``429`` closes for its ``Retry-After``, so that no thread keeps hammering a throttled
+    endpoint while another one waits.
+    """
+
+    #: Each window is taken a little wider than published, for clock skew and network jitter.
+    MARGIN = 1.03
+
+    def __init__(self, overrides: Mapping[str, Any] | None = None) -> None:
+        self._limiters: dict[str, Limiter] = {}
+        self._closed_until: dict[str, float] = {}
+        self._lock = threading.Lock()
+        for name, endpoint in ENDPOINTS.items():
+            windows = endpoint.limits
+            if overrides and name in overrides:
+                windows = tuple((int(w["requests"]), float(w["seconds"])) for w in overrides[name])
+            rates = [
+                Rate(count, max(1, int(seconds * 1000 * self.MARGIN))) for count, seconds in windows
+            ]
+            self._limiters[name] = Limiter(InMemoryBucket(rates), buffer_ms=10)
+
+    def acquire(self, endpoint: str) -> None:
+        while True:
+            with self._lock:
+                wait = self._closed_until.get(endpoint, 0.0) - time.monotonic()
+            if wait <= 0:
+                break
+            time.sleep(wait)
+        self._limiters[endpoint].try_acquire(endpoint, blocking=True)
+
+    def close_for(self, endpoint: str, seconds: float) -> None:
+        with self._lock:
+            until = time.monotonic() + seconds
+            self._closed_until[endpoint] = max(self._closed_until.get(endpoint, 0.0), until)
+
+
+class RunStats:
+    """Counters the run summary reports: retries and 429s, per endpoint."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[str] = Counter()
+        self.retries: Counter[str] = Counter()
+        self.throttled: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def count(self, counter: Counter[str], endpoint: str) -> None:
+        with self._lock:
+            counter[endpoint] += 1
+
+
+_encoder = msgspec.json.Encoder(decimal_format="number")
+
+
+def encode(body: Any) -> bytes:
+    """JSON bytes for a request body (Decimal numbers and datetimes come from the SDK)."""
+    return _encoder.encode(body)
+
+
+class KlaviyoClient:
+    """Sends requests to Klaviyo and answers with the final response (2xx or a 4xx to handle)."""
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        api_key: str,
+        revision: str,
+        limits: RateLimits,
+        stats: RunStats,
+        timeout: float = 30.0,
+        max_tries: int = 6,
+        backoff_base: float = 1.0,
+        dry_run: DryRunWriter | None = None,
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=api_url.rstrip("/"),
+            headers={
+                "Authorization": f"Klaviyo-API-Key {api_key}",
+                "revision": revision,
+                "Accept": JSON_API,
+                "Content-Type": JSON_API,
+                "User-Agent": "target-klaviyo",
+            },
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+        )
+        self._limits = limits
+        self.stats = stats
+        self._max_tries = max_tries
+        self._backoff_base = backoff_base
+        self._dry_run = dry_run
+
+    def close(self) -> None:
+        self._http.close()
+
+    @property
+    def dry_run(self) -> bool:
+        return self._dry_run is not None
+
+    def request(
+        self,
+        endpoint_name: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        path_id: str | None = None,
+        url: str | None = None,
+    ) -> httpx.Response:
+        endpoint = ENDPOINTS[endpoint_name]
+        path = url or endpoint.path.replace("{id}", path_id or "")
+        content = None if body is None else encode(body)
+        if self._dry_run is not None and endpoint.method != "GET":
+            self._dry_run.write(endpoint.method, path, content)
+            return httpx.Response(202, request=httpx.Request(endpoint.method, path))
+        attempt = 0
+        while True:
+            attempt += 1
+            self._limits.acquire(endpoint_name)
+            self.stats.count(self.stats.requests, endpoint_name)
+            try:
+                response = self._http.request(endpoint.method, path, content=content, params=params)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                failure = type(exc).__name__
+            else:
+                if response.status_code == 429:
+                    wait = _retry_after(response)
+                    self.stats.count(self.stats.throttled, endpoint_name)
+                    self._limits.close_for(endpoint_name, wait)
+                    logger.warning("Klaviyo throttled %s; waiting %.1f s", endpoint_name, wait)
+                    attempt -= 1  # a throttle is Klaviyo pacing us, not a failure
+                    continue
+                if response.status_code in (401, 403):
+                    raise KlaviyoAuthError(_auth_message(response.status_code))
+                if response.status_code < 500:
+                    return response
+                failure = f"HTTP {response.status_code}"
+            if attempt >= self._max_tries:
+                msg = (
+                    f"Klaviyo {endpoint.method} {endpoint.path} failed {attempt} times "
+                    f"(last: {failure}); stopping without moving the bookmark past it"
+                )
+                raise KlaviyoUnavailable(msg)
+            wait = self._backoff_base * 2 ** (attempt - 1) * random.uniform(1.0, 1.25)
+            self.stats.count(self.stats.retries, endpoint_name)
+            logger.warning(
+                "Klaviyo %s failed (%s); retry %d of %d in %.1f s",
+                endpoint_name,
+                failure,
+                attempt,
+                self._max_tries - 1,
+                wait,
+            )
+            time.sleep(wait)
+
+
+def _auth_message(status: int) -> str:
+    problem = "rejected the API key" if status == 401 else "refused the API key this access"
+    return (
+        f"Klaviyo {problem} (HTTP {status}): check the `api_key` setting "
+        "(TARGET_KLAVIYO_API_KEY): a private key with the events, profiles and catalogs "
+        "write scopes."
+    )
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return max(float(response.headers.get("Retry-After", "1")), 0.0)
+    except ValueError:
+        return 1.0
+
+
+def error_entries(response: httpx.Response) -> list[dict[str, Any]]:
+    """Klaviyo's JSON:API ``errors`` list, or one synthetic entry when the body has none."""
+    try:
+        errors = response.json().get("errors")
+    except (ValueError, AttributeError):
+        errors = None
+    if isinstance(errors, list) and errors:
+        return [e for e in errors if isinstance(e, dict)]
+    return [{"code": f"http_{response.status_code}", "detail": response.reason_phrase}]

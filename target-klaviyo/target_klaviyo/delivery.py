@@ -1,0 +1,101 @@
+"""What the sinks share in a run: the client, the ledger, pending profile updates, the summary."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from target_klaviyo.client import KlaviyoClient, RunStats
+from target_klaviyo.ledger import ACCEPTED, DEDUPLICATED, Ledger, Outcome
+from target_klaviyo.profiles import PendingProfiles
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The delivery settings, read once from the target's config."""
+
+    events_per_request: int = 1000
+    profiles_per_job: int = 10000
+    variants_per_job: int = 100
+    backfill_after_hours: float = 24.0
+    job_timeout_seconds: float = 600.0
+    job_poll_seconds: float = 0.25
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        return cls(
+            events_per_request=int(config.get("events_per_request", cls.events_per_request)),
+            profiles_per_job=int(config.get("profiles_per_job", cls.profiles_per_job)),
+            variants_per_job=int(config.get("variants_per_job", cls.variants_per_job)),
+            backfill_after_hours=float(
+                config.get("backfill_after_hours", cls.backfill_after_hours)
+            ),
+            job_timeout_seconds=float(config.get("job_timeout_seconds", cls.job_timeout_seconds)),
+            job_poll_seconds=float(config.get("job_poll_seconds", cls.job_poll_seconds)),
+        )
+
+
+class Summary:
+    """Counts of outcomes for the end-of-run summary (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.accepted_by_metric: Counter[str] = Counter()
+        self.accepted_by_stream: Counter[str] = Counter()
+        self.deduplicated: Counter[str] = Counter()
+        self.set_aside: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, outcomes: Iterable[Outcome]) -> None:
+        with self._lock:
+            for o in outcomes:
+                if o.outcome == ACCEPTED:
+                    self.accepted_by_stream[o.stream] += 1
+                    if o.metric:
+                        self.accepted_by_metric[o.metric] += 1
+                elif o.outcome == DEDUPLICATED:
+                    self.deduplicated[o.stream] += 1
+                else:
+                    self.set_aside[o.reason or o.outcome] += 1
+
+    @property
+    def total_set_aside(self) -> int:
+        return sum(self.set_aside.values())
+
+    @property
+    def total(self) -> int:
+        return (
+            sum(self.accepted_by_stream.values())
+            + sum(self.deduplicated.values())
+            + self.total_set_aside
+        )
+
+    def as_dict(self, stats: RunStats) -> dict[str, Any]:
+        return {
+            "accepted_by_metric": dict(self.accepted_by_metric),
+            "accepted_by_stream": dict(self.accepted_by_stream),
+            "deduplicated": dict(self.deduplicated),
+            "set_aside_by_reason": dict(self.set_aside),
+            "requests": dict(stats.requests),
+            "retries": dict(stats.retries),
+            "throttled_429": dict(stats.throttled),
+        }
+
+
+class Delivery:
+    """The run-wide context the sinks deliver through."""
+
+    def __init__(self, *, client: KlaviyoClient, ledger: Ledger, settings: Settings) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.settings = settings
+        self.pending_profiles = PendingProfiles()
+        self.summary = Summary()
+        self.started_at = datetime.now(timezone.utc)
+
+    def record(self, outcomes: list[Outcome]) -> None:
+        self.summary.add(outcomes)
+        self.ledger.record(outcomes)

@@ -1,0 +1,322 @@
+"""Events: deduplicated, grouped by profile, sent as bulk create jobs, rejections set aside.
+
+Klaviyo keeps one event per profile, metric and ``unique_id``, but fails a whole bulk request that
+repeats a ``unique_id`` for one profile and metric: repeats are removed first, and events the
+ledger shows as accepted in an earlier run are not sent again. A ``400`` names its bad entries in
+``source.pointer``: exactly those are set aside with Klaviyo's reason and the rest is resent; when
+no pointer says which entry is at fault, the request is halved until the culprit stands alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from target_klaviyo.client import encode, error_entries
+from target_klaviyo.ledger import ACCEPTED, DEDUPLICATED, REJECTED, Outcome, as_utc, profile_hash
+from target_klaviyo.profiles import (
+    IDENTITY_FIELDS,
+    MergedUpdate,
+    apply_ordering,
+    identity_key,
+    remember_ordering,
+)
+
+if TYPE_CHECKING:
+    from target_klaviyo.delivery import Delivery
+
+STREAM = "klaviyo_events"
+MAX_REQUEST_BYTES = 5 * 1024 * 1024
+MAX_STRING_BYTES = 100 * 1024
+POINTER_ROOT = ["data", "attributes", "events-bulk-create", "data"]
+
+
+def event_outcome(
+    record: Mapping[str, Any], outcome: str, reason: str | None = None, detail: str | None = None
+) -> Outcome:
+    return Outcome(
+        stream=STREAM,
+        record_key=str(record.get("unique_id")),
+        outcome=outcome,
+        reason=reason,
+        detail=detail,
+        metric=record.get("metric"),
+        source_id=record.get("source_id"),
+        profile_hash=profile_hash(record.get("profile") or {}),
+        source_time=as_utc(record.get("source_updated_at")),
+        event_time=as_utc(record.get("time")),
+        payload=record,
+    )
+
+
+@dataclass
+class ProfileGroup:
+    """One profile's events in a request, and the profile update riding on them, if any."""
+
+    identity: dict[str, str]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    update: MergedUpdate | None = None
+
+    def resource(self, backfill_before: datetime) -> dict[str, Any]:
+        profile = (
+            self.update.profile_resource()
+            if self.update is not None
+            else {"type": "profile", "attributes": dict(self.identity)}
+        )
+        return {
+            "type": "event-bulk-create",
+            "attributes": {
+                "profile": {"data": profile},
+                "events": {"data": [event_resource(e, backfill_before) for e in self.events]},
+            },
+        }
+
+
+def event_resource(record: Mapping[str, Any], backfill_before: datetime) -> dict[str, Any]:
+    time = as_utc(record["time"])
+    assert time is not None  # the contract requires it
+    attributes: dict[str, Any] = {
+        "properties": record.get("properties") or {},
+        "time": time.isoformat(),
+        "metric": {"data": {"type": "metric", "attributes": {"name": record["metric"]}}},
+        "unique_id": record["unique_id"],
+    }
+    if record.get("value") is not None:
+        attributes["value"] = record["value"]
+    if record.get("value_currency"):
+        attributes["value_currency"] = record["value_currency"]
+    if time < backfill_before:
+        attributes["backfill"] = True  # history: recorded, but flows must not fire on it
+    return {"type": "event", "attributes": attributes}
+
+
+def oversized_string(value: Any, path: str = "") -> str | None:
+    """The path of the first string over Klaviyo's 100 KB limit, if any."""
+    if isinstance(value, str):
+        return path or "(value)" if len(value.encode()) > MAX_STRING_BYTES else None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found = oversized_string(item, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = oversized_string(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+class EventSender:
+    """Delivers one batch of event records."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+
+    def send(self, records: list[dict[str, Any]]) -> None:
+        fresh = self._screen(records)
+        if not fresh:
+            return
+        groups = self._group(fresh)
+        backfill_before = datetime.now(timezone.utc) - timedelta(
+            hours=self.delivery.settings.backfill_after_hours
+        )
+        for chunk in self._chunks(groups, backfill_before):
+            self._send(chunk, backfill_before)
+
+    # -- before sending ----------------------------------------------------------------------
+
+    def _screen(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Drop repeats, events accepted before, and events Klaviyo would refuse for size."""
+        outcomes: list[Outcome] = []
+        seen: set[tuple[str, str, str]] = set()
+        candidates = []
+        for record in records:
+            key = (identity_key(record["profile"]), record["metric"], record["unique_id"])
+            if key in seen:
+                outcomes.append(event_outcome(record, DEDUPLICATED, "repeated_in_batch"))
+                continue
+            seen.add(key)
+            too_long = oversized_string(record.get("properties"), "properties")
+            if too_long:
+                detail = f"{too_long} is longer than Klaviyo's 100 KB limit for a string"
+                outcomes.append(event_outcome(record, REJECTED, "string_too_long", detail))
+                continue
+            candidates.append(record)
+        delivered = self.delivery.ledger.already_accepted(
+            STREAM, [r["unique_id"] for r in candidates]
+        )
+        fresh = []
+        for record in candidates:
+            if record["unique_id"] in delivered:
+                outcomes.append(event_outcome(record, DEDUPLICATED, "accepted_earlier"))
+            else:
+                fresh.append(record)
+        self.delivery.record(outcomes)
+        return fresh
+
+    def _group(self, records: list[dict[str, Any]]) -> list[ProfileGroup]:
+        groups: dict[str, ProfileGroup] = {}
+        for record in records:
+            identity = {
+                k: record["profile"][k] for k in IDENTITY_FIELDS if record["profile"].get(k)
+            }
+            key = identity_key(identity)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = ProfileGroup(identity=identity)
+            group.events.append(record)
+        riding = self.delivery.pending_profiles.claim(set(groups))
+        if riding:
+            apply_ordering(self.delivery, list(riding.values()))
+            for key, update in riding.items():
+                groups[key].update = update
+        return list(groups.values())
+
+    def _chunks(
+        self, groups: list[ProfileGroup], backfill_before: datetime
+    ) -> Iterator[list[ProfileGroup]]:
+        """Requests of at most ``events_per_request`` events and 5 MB; a big group is split."""
+        limit = self.delivery.settings.events_per_request
+        chunk: list[ProfileGroup] = []
+        count = size = 0
+        for group in groups:
+            for part in _split(group, limit):
+                entry = len(encode(part.resource(backfill_before))) + 1
+                if chunk and (
+                    count + len(part.events) > limit or size + entry > MAX_REQUEST_BYTES - 1024
+                ):
+                    yield chunk
+                    chunk, count, size = [], 0, 0
+                chunk.append(part)
+                count += len(part.events)
+                size += entry
+        if chunk:
+            yield chunk
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _send(self, chunk: list[ProfileGroup], backfill_before: datetime) -> None:
+        body = {
+            "data": {
+                "type": "event-bulk-create-job",
+                "attributes": {
+                    "events-bulk-create": {"data": [g.resource(backfill_before) for g in chunk]}
+                },
+            }
+        }
+        response = self.delivery.client.request("events", body=body)
+        if response.status_code == 202:
+            self._accepted(chunk)
+            return
+        if response.status_code == 413 or not 400 <= response.status_code < 500:
+            self._bisect(chunk, backfill_before, None)
+            return
+        errors = error_entries(response)
+        rejected = self._pointed(chunk, errors)
+        if not rejected:
+            self._bisect(chunk, backfill_before, errors[0])
+            return
+        remaining = self._set_aside(chunk, rejected)
+        if remaining:
+            self._send(remaining, backfill_before)
+
+    def _pointed(
+        self, chunk: list[ProfileGroup], errors: list[dict[str, Any]]
+    ) -> dict[tuple[int, int | None], dict[str, Any]]:
+        """Which (group, event) each error's ``source.pointer`` names; event None = whole group."""
+        found: dict[tuple[int, int | None], dict[str, Any]] = {}
+        for error in errors:
+            parts = ((error.get("source") or {}).get("pointer") or "").strip("/").split("/")
+            if parts[:4] != POINTER_ROOT or len(parts) < 5 or not parts[4].isdigit():
+                continue
+            group = int(parts[4])
+            if group >= len(chunk):
+                continue
+            event: int | None = None
+            names_event = parts[5:8] == ["attributes", "events", "data"] and len(parts) > 8
+            if names_event and parts[8].isdigit() and int(parts[8]) < len(chunk[group].events):
+                event = int(parts[8])
+            found.setdefault((group, event), error)
+        return found
+
+    def _set_aside(
+        self,
+        chunk: list[ProfileGroup],
+        rejected: Mapping[tuple[int, int | None], dict[str, Any]],
+    ) -> list[ProfileGroup]:
+        outcomes: list[Outcome] = []
+        remaining: list[ProfileGroup] = []
+        orphans: list[MergedUpdate] = []
+        for index, group in enumerate(chunk):
+            whole = rejected.get((index, None))
+            keep = []
+            for position, record in enumerate(group.events):
+                error = whole or rejected.get((index, position))
+                if error is None:
+                    keep.append(record)
+                else:
+                    outcomes.append(event_outcome(record, REJECTED, _code(error), _detail(error)))
+            if keep:
+                remaining.append(ProfileGroup(group.identity, keep, group.update))
+            elif group.update is not None:
+                orphans.append(group.update)
+        self.delivery.record(outcomes)
+        if orphans:
+            self.delivery.pending_profiles.put_back(orphans)
+        return remaining
+
+    def _bisect(
+        self, chunk: list[ProfileGroup], backfill_before: datetime, error: dict[str, Any] | None
+    ) -> None:
+        """Find the refused entries by halving, when Klaviyo does not point at them."""
+        events = sum(len(g.events) for g in chunk)
+        if events == 1:
+            reason = error or {"code": "request_refused", "detail": "Klaviyo refused the request"}
+            self._set_aside(chunk, {(0, None): reason})
+            return
+        if len(chunk) == 1:
+            group = chunk[0]
+            middle = len(group.events) // 2
+            halves = [
+                [ProfileGroup(group.identity, group.events[:middle], group.update)],
+                [ProfileGroup(group.identity, group.events[middle:], None)],
+            ]
+        else:
+            middle = len(chunk) // 2
+            halves = [chunk[:middle], chunk[middle:]]
+        for half in halves:
+            self._send(half, backfill_before)
+
+    def _accepted(self, chunk: list[ProfileGroup]) -> None:
+        outcomes = [event_outcome(r, ACCEPTED) for g in chunk for r in g.events]
+        riding = [g.update for g in chunk if g.update is not None]
+        for update in riding:
+            outcomes += update.outcomes(ACCEPTED, "sent_with_event")
+        self.delivery.record(outcomes)
+        remember_ordering(self.delivery, riding)
+
+
+def _split(group: ProfileGroup, limit: int) -> Iterator[ProfileGroup]:
+    """A profile with more events than a request holds goes out in several parts."""
+    if len(group.events) <= limit:
+        yield group
+        return
+    for start in range(0, len(group.events), limit):
+        yield ProfileGroup(
+            group.identity,
+            group.events[start : start + limit],
+            group.update if start == 0 else None,
+        )
+
+
+def _code(error: Mapping[str, Any]) -> str:
+    return str(error.get("code") or "invalid")
+
+
+def _detail(error: Mapping[str, Any]) -> str:
+    pointer = (error.get("source") or {}).get("pointer")
+    detail = str(error.get("detail") or error.get("title") or "no detail given")
+    return f"{detail} ({pointer})" if pointer else detail

@@ -1,0 +1,371 @@
+"""The delivery ledger: each record's outcome, the restocks applied, each profile's newest update.
+
+One place answers "did this return event reach Klaviyo, and if not, why?". It is SQLite by
+default and any SQLAlchemy URL (Postgres) otherwise. Rows hold no personal data beyond what is
+needed to replay a set-aside record (its payload), and payloads are cleared once they are older
+than the retention period. Identities are stored as a hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+metadata = sa.MetaData()
+
+#: One row per record outcome per run. A rerun that meets the record again adds a row.
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(36), nullable=False, index=True),
+    sa.Column("stream", sa.String(64), nullable=False),
+    sa.Column("record_key", sa.String(255), nullable=False),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("reason", sa.String(128)),
+    sa.Column("detail", sa.Text),
+    sa.Column("metric", sa.String(128)),
+    sa.Column("source_id", sa.String(255), index=True),
+    sa.Column("profile_hash", sa.String(64), index=True),
+    sa.Column("source_time", sa.DateTime(timezone=True)),
+    sa.Column("event_time", sa.DateTime(timezone=True)),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("payload", sa.Text),
+    sa.Column("replayed_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_deliveries_lookup", "stream", "record_key", "outcome"),
+)
+
+#: The newest ``as_of`` whose properties reached each profile: older updates never overwrite.
+profile_versions = sa.Table(
+    "profile_versions",
+    metadata,
+    sa.Column("profile_hash", sa.String(64), primary_key=True),
+    sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+#: Each restock's inventory change, applied at most once. ``pending`` rows are in flight: the
+#: quantities and job id let a rerun after a crash tell whether Klaviyo applied the change.
+restocks = sa.Table(
+    "restocks",
+    metadata,
+    sa.Column("restock_key", sa.String(255), primary_key=True),
+    sa.Column("variant_id", sa.String(255), nullable=False),
+    sa.Column("inventory_delta", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("base_quantity", sa.Numeric),
+    sa.Column("target_quantity", sa.Numeric),
+    sa.Column("job_id", sa.String(128)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+#: One row per target run: its summary, for the health report and alerts.
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("run_id", sa.String(36), primary_key=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("summary", sa.Text),
+)
+
+ACCEPTED = "accepted"
+DEDUPLICATED = "deduplicated"
+REJECTED = "rejected"
+FAILED_PROFILE_IMPORT = "failed_profile_import"
+HELD = "held"
+MAPPER_EXCEPTION = "mapper_exception"
+INVALID_RECORD = "invalid_record"
+SKIPPED = "skipped"
+
+#: Outcomes a person may need to act on (and that a replay can resend, except mapper exceptions).
+SET_ASIDE = (REJECTED, FAILED_PROFILE_IMPORT, HELD, MAPPER_EXCEPTION, INVALID_RECORD)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def profile_hash(identity: Mapping[str, Any]) -> str:
+    """A stable pseudonym for a profile identity, so the ledger holds no raw email."""
+    email = (identity.get("email") or "").strip().lower()
+    key = email or identity.get("phone_number") or identity.get("external_id") or ""
+    return hashlib.sha256(str(key).encode()).hexdigest()
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, default=_json_default, separators=(",", ":"), sort_keys=True)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    msg = f"cannot serialise {type(value).__name__}"
+    raise TypeError(msg)
+
+
+@dataclass
+class Outcome:
+    """What happened to one record, as the ledger stores it."""
+
+    stream: str
+    record_key: str
+    outcome: str
+    reason: str | None = None
+    detail: str | None = None
+    metric: str | None = None
+    source_id: str | None = None
+    profile_hash: str | None = None
+    source_time: datetime | None = None
+    event_time: datetime | None = None
+    payload: Mapping[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Ledger:
+    """Thread-safe access to the ledger tables (sinks drain in parallel threads)."""
+
+    def __init__(self, url: str, *, run_id: str | None = None, read_only: bool = False) -> None:
+        self.url = url
+        self.run_id = run_id or str(uuid.uuid4())
+        #: A dry run reads the ledger (to send exactly what a real run would) but writes nothing.
+        self.read_only = read_only
+        _prepare_sqlite_file(url)
+        self.engine: Engine = sa.create_engine(url, future=True)
+        self._lock = threading.Lock()
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    def record(self, outcomes: Iterable[Outcome]) -> None:
+        if self.read_only:
+            return
+        now = utcnow()
+        rows = [
+            {
+                "run_id": self.run_id,
+                "stream": o.stream,
+                "record_key": o.record_key[:255],
+                "outcome": o.outcome,
+                "reason": o.reason,
+                "detail": o.detail,
+                "metric": o.metric,
+                "source_id": o.source_id,
+                "profile_hash": o.profile_hash,
+                "source_time": o.source_time,
+                "event_time": o.event_time,
+                "recorded_at": now,
+                # Payloads (personal data) are kept only where a person may need to replay them.
+                "payload": None
+                if o.outcome in (ACCEPTED, DEDUPLICATED) or o.payload is None
+                else to_json(o.payload),
+            }
+            for o in outcomes
+        ]
+        if not rows:
+            return
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(deliveries.insert(), rows)
+
+    def already_accepted(self, stream: str, keys: Sequence[str]) -> set[str]:
+        """The keys among ``keys`` that Klaviyo accepted in an earlier run."""
+        found: set[str] = set()
+        with self._lock, self.engine.connect() as conn:
+            for chunk in _chunks(list(keys), 500):
+                query = sa.select(deliveries.c.record_key).where(
+                    deliveries.c.stream == stream,
+                    deliveries.c.outcome == ACCEPTED,
+                    deliveries.c.record_key.in_(chunk),
+                )
+                found.update(conn.execute(query).scalars())
+        return found
+
+    # -- profile ordering ----------------------------------------------------------------------
+
+    def profile_as_of(self, hashes: Sequence[str]) -> dict[str, datetime]:
+        result: dict[str, datetime] = {}
+        with self._lock, self.engine.connect() as conn:
+            for chunk in _chunks(list(hashes), 500):
+                query = sa.select(profile_versions.c.profile_hash, profile_versions.c.as_of).where(
+                    profile_versions.c.profile_hash.in_(chunk)
+                )
+                for key, as_of in conn.execute(query):
+                    result[key] = as_of if as_of.tzinfo else as_of.replace(tzinfo=timezone.utc)
+        return result
+
+    def set_profile_as_of(self, versions: Mapping[str, datetime]) -> None:
+        """Remember the newest ``as_of`` applied per profile (never moving one backwards)."""
+        if not versions or self.read_only:
+            return
+        now = utcnow()
+        current = self.profile_as_of(list(versions))
+        with self._lock, self.engine.begin() as conn:
+            for key, as_of in versions.items():
+                if key in current:
+                    if as_of > current[key]:
+                        conn.execute(
+                            profile_versions.update()
+                            .where(profile_versions.c.profile_hash == key)
+                            .values(as_of=as_of, updated_at=now)
+                        )
+                else:
+                    conn.execute(
+                        profile_versions.insert().values(
+                            profile_hash=key, as_of=as_of, updated_at=now
+                        )
+                    )
+
+    # -- restocks ------------------------------------------------------------------------------
+
+    def restocks(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        result: dict[str, dict[str, Any]] = {}
+        with self._lock, self.engine.connect() as conn:
+            for chunk in _chunks(list(keys), 500):
+                query = sa.select(restocks).where(restocks.c.restock_key.in_(chunk))
+                for row in conn.execute(query).mappings():
+                    result[row["restock_key"]] = dict(row)
+        return result
+
+    def pending_restocks(self) -> list[dict[str, Any]]:
+        with self._lock, self.engine.connect() as conn:
+            query = sa.select(restocks).where(restocks.c.status == "pending")
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def save_restocks(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Insert or update restock rows (keyed by ``restock_key``)."""
+        if self.read_only:
+            return
+        now = utcnow()
+        with self._lock, self.engine.begin() as conn:
+            for row in rows:
+                values = {**row, "updated_at": now}
+                updated = conn.execute(
+                    restocks.update()
+                    .where(restocks.c.restock_key == row["restock_key"])
+                    .values(**values)
+                )
+                if updated.rowcount == 0:
+                    conn.execute(restocks.insert().values(**values))
+
+    def forget_restocks(self, keys: Sequence[str]) -> None:
+        if self.read_only or not keys:
+            return
+        with self._lock, self.engine.begin() as conn:
+            for chunk in _chunks(list(keys), 500):
+                conn.execute(restocks.delete().where(restocks.c.restock_key.in_(chunk)))
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def start_run(self) -> None:
+        if self.read_only:
+            return
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(
+                runs.insert().values(run_id=self.run_id, started_at=utcnow(), status="running")
+            )
+
+    def finish_run(self, status: str, summary: Mapping[str, Any]) -> None:
+        if self.read_only:
+            return
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(
+                runs.update()
+                .where(runs.c.run_id == self.run_id)
+                .values(finished_at=utcnow(), status=status, summary=to_json(summary))
+            )
+
+    # -- people's tools: dead letters, replay, retention ---------------------------------------
+
+    def set_aside(
+        self, *, reasons: Sequence[str] | None = None, include_replayed: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Set-aside rows whose record has not been accepted since, oldest first."""
+        accepted = (
+            sa.select(sa.literal(1))
+            .where(
+                deliveries.c.stream == sa.literal_column("d.stream"),
+                deliveries.c.record_key == sa.literal_column("d.record_key"),
+                deliveries.c.outcome == ACCEPTED,
+            )
+            .correlate_except(deliveries)
+        )
+        d = deliveries.alias("d")
+        query = (
+            sa.select(d).where(d.c.outcome.in_(SET_ASIDE), ~sa.exists(accepted)).order_by(d.c.id)
+        )
+        if reasons:
+            query = query.where(sa.or_(d.c.reason.in_(reasons), d.c.outcome.in_(reasons)))
+        if not include_replayed:
+            query = query.where(d.c.replayed_at.is_(None))
+        with self._lock, self.engine.connect() as conn:
+            rows = [dict(row) for row in conn.execute(query).mappings()]
+        yield from rows
+
+    def mark_replayed(self, ids: Sequence[int]) -> None:
+        if self.read_only:
+            return
+        with self._lock, self.engine.begin() as conn:
+            for start in range(0, len(ids), 500):
+                conn.execute(
+                    deliveries.update()
+                    .where(deliveries.c.id.in_(ids[start : start + 500]))
+                    .values(replayed_at=utcnow())
+                )
+
+    def purge(self, retention_days: float) -> int:
+        """Clear payloads (personal data) older than the retention period; return how many."""
+        cutoff = utcnow() - timedelta(days=retention_days)
+        with self._lock, self.engine.begin() as conn:
+            result = conn.execute(
+                deliveries.update()
+                .where(deliveries.c.recorded_at < cutoff, deliveries.c.payload.is_not(None))
+                .values(payload=None)
+            )
+        return int(result.rowcount or 0)
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def as_utc(value: datetime | str | None) -> datetime | None:
+    """An aware UTC datetime from the SDK's datetimes, ISO strings, or SQLite's naive values."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _prepare_sqlite_file(url: str) -> None:
+    """Create a SQLite ledger readable by its owner only, before SQLAlchemy opens it."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return
+    if parsed.database == ":memory:":
+        return
+    path = Path(parsed.database)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+    os.chmod(path, 0o600)

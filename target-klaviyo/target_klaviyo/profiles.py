@@ -1,0 +1,331 @@
+"""Profile updates: merged per profile into their net effect, ordered by ``as_of``, then imported.
+
+Several updates to one profile in a batch become one: properties and ``unset`` are applied in
+record order unless an update's ``as_of`` is older than one already applied (then an older return
+would overwrite a newer one's "last return" properties, so its properties are dropped), and list
+operations keep, per value, the last one (an append followed by an unappend of the same value
+cancels the append). A merged update either rides on an event of the same profile (so the
+suppression flag and the event arrive together) or goes to a bulk profile import job.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from target_klaviyo.client import KlaviyoUnavailable, encode, error_entries
+from target_klaviyo.ledger import (
+    ACCEPTED,
+    FAILED_PROFILE_IMPORT,
+    REJECTED,
+    Outcome,
+    as_utc,
+    profile_hash,
+)
+
+if TYPE_CHECKING:
+    from target_klaviyo.delivery import Delivery
+
+STREAM = "klaviyo_profile_updates"
+IDENTITY_FIELDS = ("email", "phone_number", "external_id")
+MAX_JOB_BYTES = 5 * 1024 * 1024
+
+
+def identity_of(record: Mapping[str, Any]) -> dict[str, str]:
+    return {k: record[k] for k in IDENTITY_FIELDS if record.get(k)}
+
+
+def identity_key(identity: Mapping[str, Any]) -> str:
+    """One key per Klaviyo profile: email (case-insensitive), else phone, else external id."""
+    email = (identity.get("email") or "").strip().lower()
+    if email:
+        return f"email:{email}"
+    if identity.get("phone_number"):
+        return f"phone:{identity['phone_number']}"
+    return f"external:{identity.get('external_id')}"
+
+
+@dataclass
+class MergedUpdate:
+    """The net effect of one batch's updates to one profile."""
+
+    identity: dict[str, str]
+    as_of: datetime | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+    unset: list[str] = field(default_factory=list)
+    list_ops: dict[str, dict[Any, str]] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def hash(self) -> str:
+        return profile_hash(self.identity)
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        self.records.append(dict(record))
+        for key, value in identity_of(record).items():
+            self.identity.setdefault(key, value)
+        as_of = as_utc(record["as_of"])
+        assert as_of is not None  # the contract requires it
+        if self.as_of is None or as_of >= self.as_of:
+            for key in record.get("unset") or []:
+                self.properties.pop(key, None)
+                if key not in self.unset:
+                    self.unset.append(key)
+            for key, value in (record.get("properties") or {}).items():
+                self.properties[key] = value
+                if key in self.unset:
+                    self.unset.remove(key)
+            self.as_of = as_of
+        for op in ("append", "unappend"):
+            for prop, values in (record.get(op) or {}).items():
+                ops = self.list_ops.setdefault(prop, {})
+                for value in values:
+                    ops.pop(value, None)  # re-insert so the last operation's order counts
+                    ops[value] = op
+
+    def drop_properties_older_than(self, newest_applied: datetime | None) -> bool:
+        """Forget properties older than what the profile already has; True when dropped."""
+        if newest_applied is None or self.as_of is None or self.as_of >= newest_applied:
+            return False
+        self.properties.clear()
+        self.unset.clear()
+        return True
+
+    def patch_properties(self) -> dict[str, Any]:
+        patch: dict[str, Any] = {}
+        for op in ("append", "unappend"):
+            values = {
+                prop: [v for v, o in ops.items() if o == op] for prop, ops in self.list_ops.items()
+            }
+            values = {prop: vs for prop, vs in values.items() if vs}
+            if values:
+                patch[op] = values
+        if self.unset:
+            patch["unset"] = list(self.unset)
+        return patch
+
+    def profile_resource(self) -> dict[str, Any]:
+        """The profile as Klaviyo's profile resource objects spell it (import or event)."""
+        attributes: dict[str, Any] = dict(self.identity)
+        if self.properties:
+            attributes["properties"] = self.properties
+        resource: dict[str, Any] = {"type": "profile", "attributes": attributes}
+        patch = self.patch_properties()
+        if patch:
+            resource["meta"] = {"patch_properties": patch}
+        return resource
+
+    def outcomes(
+        self, outcome: str, reason: str | None = None, detail: str | None = None
+    ) -> list[Outcome]:
+        return [
+            Outcome(
+                stream=STREAM,
+                record_key=str(r.get("update_id")),
+                outcome=outcome,
+                reason=reason,
+                detail=detail,
+                source_id=r.get("source_id"),
+                profile_hash=self.hash,
+                source_time=as_utc(r.get("source_updated_at")),
+                event_time=as_utc(r["as_of"]),
+                payload=r,
+            )
+            for r in self.records
+        ]
+
+
+class PendingProfiles:
+    """Profile updates received but not yet sent, merged per profile as they arrive."""
+
+    def __init__(self) -> None:
+        self._updates: dict[str, MergedUpdate] = {}
+        self._lock = threading.Lock()
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        identity = identity_of(record)
+        key = identity_key(identity)
+        with self._lock:
+            merged = self._updates.get(key)
+            if merged is None:
+                merged = self._updates[key] = MergedUpdate(identity=dict(identity))
+            merged.add(record)
+
+    def claim(self, keys: set[str]) -> dict[str, MergedUpdate]:
+        """Take the pending updates of these profiles (to ride on their events)."""
+        with self._lock:
+            return {k: self._updates.pop(k) for k in keys if k in self._updates}
+
+    def claim_all(self) -> list[MergedUpdate]:
+        with self._lock:
+            updates = list(self._updates.values())
+            self._updates.clear()
+            return updates
+
+    def put_back(self, updates: list[MergedUpdate]) -> None:
+        """Return updates whose event could not carry them: a profile import will."""
+        with self._lock:
+            for update in updates:
+                key = identity_key(update.identity)
+                existing = self._updates.get(key)
+                if existing is None:
+                    self._updates[key] = update
+                else:  # newer records arrived meanwhile: replay ours first, in order
+                    for record in existing.records:
+                        update.add(record)
+                    self._updates[key] = update
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._updates)
+
+
+def apply_ordering(delivery: Delivery, updates: list[MergedUpdate]) -> None:
+    """Drop properties older than what each profile already has (by the ledger)."""
+    newest = delivery.ledger.profile_as_of([u.hash for u in updates])
+    for update in updates:
+        update.drop_properties_older_than(newest.get(update.hash))
+
+
+def remember_ordering(delivery: Delivery, updates: list[MergedUpdate]) -> None:
+    delivery.ledger.set_profile_as_of(
+        {u.hash: u.as_of for u in updates if u.as_of is not None and (u.properties or u.unset)}
+    )
+
+
+class ProfileImporter:
+    """Sends merged updates as bulk profile import jobs and waits for each to finish."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+
+    def send(self, updates: list[MergedUpdate]) -> None:
+        if not updates:
+            return
+        apply_ordering(self.delivery, updates)
+        jobs = [(self._submit(chunk), chunk) for chunk in self._chunks(updates)]
+        for job_id, chunk in jobs:
+            if job_id is not None:
+                self._finish(job_id, chunk)
+
+    def _chunks(self, updates: list[MergedUpdate]) -> Iterator[list[MergedUpdate]]:
+        limit = self.delivery.settings.profiles_per_job
+        chunk: list[MergedUpdate] = []
+        size = 0
+        for update in updates:
+            entry = len(encode(update.profile_resource())) + 1
+            if chunk and (len(chunk) >= limit or size + entry > MAX_JOB_BYTES - 1024):
+                yield chunk
+                chunk, size = [], 0
+            chunk.append(update)
+            size += entry
+        if chunk:
+            yield chunk
+
+    def _submit(self, chunk: list[MergedUpdate]) -> str | None:
+        body = {
+            "data": {
+                "type": "profile-bulk-import-job",
+                "attributes": {"profiles": {"data": [u.profile_resource() for u in chunk]}},
+            }
+        }
+        response = self.delivery.client.request("profile_import", body=body)
+        if response.status_code == 202 and self.delivery.client.dry_run:
+            self._accepted(chunk)
+            return None
+        if response.status_code in (200, 201, 202):
+            return str(response.json()["data"]["id"])
+        # The whole job was refused (a malformed profile): find which, one by one.
+        if len(chunk) > 1:
+            middle = len(chunk) // 2
+            for half in (chunk[:middle], chunk[middle:]):
+                job_id = self._submit(half)
+                if job_id is not None:
+                    self._finish(job_id, half)
+            return None
+        error = error_entries(response)[0]
+        self.delivery.record(chunk[0].outcomes(REJECTED, str(error.get("code")), _detail(error)))
+        return None
+
+    def _finish(self, job_id: str, chunk: list[MergedUpdate]) -> None:
+        job = self._wait(job_id)
+        status = job["attributes"]["status"]
+        failed: dict[int, dict[str, Any]] = {}
+        if status == "cancelled":
+            for index in range(len(chunk)):
+                failed[index] = {"code": "job_cancelled", "detail": "Klaviyo cancelled the job"}
+        elif job["attributes"].get("failed_count"):
+            failed = self._import_errors(job_id, chunk)
+        outcomes: list[Outcome] = []
+        succeeded = []
+        for index, update in enumerate(chunk):
+            if index in failed:
+                error = failed[index]
+                outcomes += update.outcomes(
+                    FAILED_PROFILE_IMPORT, str(error.get("code")), _detail(error)
+                )
+            else:
+                succeeded.append(update)
+        self._accepted(succeeded)
+        self.delivery.record(outcomes)
+
+    def _accepted(self, updates: list[MergedUpdate]) -> None:
+        self.delivery.record([o for u in updates for o in u.outcomes(ACCEPTED)])
+        remember_ordering(self.delivery, updates)
+
+    def _wait(self, job_id: str) -> dict[str, Any]:
+        settings = self.delivery.settings
+        deadline = time.monotonic() + settings.job_timeout_seconds
+        pause = settings.job_poll_seconds
+        while True:
+            response = self.delivery.client.request("profile_import_job", path_id=job_id)
+            job: dict[str, Any] = response.json()["data"]
+            if job["attributes"]["status"] in ("complete", "cancelled"):
+                return job
+            if time.monotonic() > deadline:
+                msg = f"Klaviyo profile import job {job_id} did not finish in time"
+                raise KlaviyoUnavailable(msg)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+    def _import_errors(self, job_id: str, chunk: list[MergedUpdate]) -> dict[int, dict[str, Any]]:
+        """Map each import error to the profile it concerns (its index in the job)."""
+        by_identity = {identity_key(u.identity): i for i, u in enumerate(chunk)}
+        failed: dict[int, dict[str, Any]] = {}
+        url: str | None = None
+        while True:
+            response = self.delivery.client.request(
+                "profile_import_errors", path_id=job_id, url=url
+            )
+            body = response.json()
+            for entry in body.get("data") or []:
+                attributes = entry.get("attributes") or {}
+                index = _error_index(attributes, by_identity)
+                if index is not None:
+                    failed[index] = attributes
+            url = (body.get("links") or {}).get("next")
+            if not url:
+                return failed
+
+
+def _error_index(attributes: Mapping[str, Any], by_identity: Mapping[str, int]) -> int | None:
+    pointer = ((attributes.get("source") or {}).get("pointer")) or ""
+    parts = pointer.strip("/").split("/")
+    if len(parts) >= 4 and parts[:3] == ["data", "attributes", "profiles"]:
+        try:
+            return int(parts[4] if parts[3] == "data" else parts[3])
+        except (ValueError, IndexError):
+            pass
+    payload = attributes.get("original_payload") or {}
+    identity = payload.get("attributes", payload) if isinstance(payload, dict) else {}
+    if isinstance(identity, dict) and identity_of(identity):
+        return by_identity.get(identity_key(identity_of(identity)))
+    return None
+
+
+def _detail(error: Mapping[str, Any]) -> str:
+    return str(error.get("detail") or error.get("title") or "no detail given")

@@ -1,0 +1,250 @@
+"""One sink per input stream, checking records against target-klaviyo's own input contract.
+
+Each sink validates against ``schemas/<stream>.json`` and hands valid records to the run's
+:class:`Delivery`.
+
+A record that breaks the contract is set aside in the ledger as ``invalid_record``, naming the
+field, and the run goes on: the schema a source declares in its SCHEMA message is not trusted,
+since the contract is what the Klaviyo payloads are built from.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import fastjsonschema
+from jsonschema import Draft7Validator, FormatChecker
+from singer_sdk.helpers.conform import DatetimeErrorTreatmentEnum
+from singer_sdk.sinks import BatchSink
+from singer_sdk.sinks.core import BaseJSONSchemaValidator
+
+from target_klaviyo.catalog import RestockApplier, restock_outcome
+from target_klaviyo.events import EventSender, event_outcome
+from target_klaviyo.ledger import INVALID_RECORD, MAPPER_EXCEPTION, Outcome, utcnow
+from target_klaviyo.profiles import STREAM as PROFILE_STREAM
+from target_klaviyo.profiles import MergedUpdate, ProfileImporter, identity_of
+
+if TYPE_CHECKING:
+    from target_klaviyo.delivery import Delivery
+    from target_klaviyo.target import TargetKlaviyo
+
+CONTRACTS = resources.files("target_klaviyo") / "schemas"
+
+
+@cache
+def contract(stream: str) -> dict[str, Any]:
+    """The JSON Schema target-klaviyo accepts for ``stream`` (its public input contract)."""
+    schema: dict[str, Any] = json.loads((CONTRACTS / f"{stream}.json").read_text())
+    return schema
+
+
+class ContractValidator(BaseJSONSchemaValidator):
+    """Remembers why the last record broke the contract, instead of failing the run.
+
+    The SDK validates each record just before handing it to ``process_record``; the sink reads
+    :attr:`problem` there. Compiled validation keeps the common case fast; jsonschema explains.
+    """
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        super().__init__(schema)
+        self._check = fastjsonschema.compile(schema, formats={"date-time": _is_datetime})
+        self._explain = Draft7Validator(schema, format_checker=FormatChecker(["date-time"]))
+        self.problem: str | None = None
+
+    def validate(self, record: dict[str, Any]) -> None:
+        try:
+            self._check(record)
+        except fastjsonschema.JsonSchemaException:
+            error = next(iter(self._explain.iter_errors(record)), None)
+            where = ".".join(str(p) for p in error.absolute_path) if error else ""
+            why = _describe(error) if error else "does not match the contract"
+            self.problem = f"{where or 'record'}: {why}"
+        else:
+            self.problem = None
+
+
+def _is_datetime(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+def _describe(error: Any) -> str:
+    """The validation failure in words, without the offending value (it may be personal data)."""
+    if error.validator == "required":
+        return f"missing required field ({error.message.split()[0]})"
+    if error.validator == "type":
+        return f"expected {error.validator_value}, got {type(error.instance).__name__}"
+    if error.validator == "anyOf":
+        return "needs at least one of email, phone_number, external_id"
+    if error.validator == "format":
+        return f"not a valid {error.validator_value}"
+    return f"fails '{error.validator}' ({error.validator_value})"
+
+
+class KlaviyoSink(BatchSink):
+    """Behaviour every stream shares; subclasses say how a batch is delivered."""
+
+    #: How the ledger keys this stream's records.
+    record_key: ClassVar[str]
+
+    def __init__(
+        self,
+        target: TargetKlaviyo,
+        stream_name: str,
+        schema: dict[str, Any],
+        key_properties: list[str] | None,
+    ) -> None:
+        # The target's own contract replaces the SCHEMA message's schema, and keys are ours.
+        super().__init__(target, stream_name, contract(stream_name), [])
+        self.delivery: Delivery = target.delivery
+        self.target = target
+
+    def get_validator(self) -> ContractValidator:
+        self.contract_validator = ContractValidator(self.schema)
+        return self.contract_validator
+
+    @property
+    def datetime_error_treatment(self) -> DatetimeErrorTreatmentEnum:
+        """A bad timestamp was already reported by the validator: never crash on it."""
+        return DatetimeErrorTreatmentEnum.NULL
+
+    @property
+    def max_size(self) -> int:
+        return int(self.config.get("batch_size_rows") or 10000)
+
+    def process_record(self, record: dict[str, Any], context: dict[str, Any]) -> None:
+        problem = self.contract_validator.problem
+        if problem is not None:
+            self.delivery.record([self.invalid(record, problem)])
+            self.logger.warning(
+                "Set aside an invalid %s record (%s=%s): %s",
+                self.stream_name,
+                self.record_key,
+                record.get(self.record_key),
+                problem,
+            )
+            return
+        self.accept(record, context)
+
+    def accept(self, record: dict[str, Any], context: dict[str, Any]) -> None:
+        context.setdefault("records", []).append(record)
+
+    def process_batch(self, context: dict[str, Any]) -> None:
+        records = context.get("records") or []
+        if records:
+            self.deliver(records)
+
+    def deliver(self, records: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    def invalid(self, record: dict[str, Any], problem: str) -> Outcome:
+        return Outcome(
+            stream=self.stream_name,
+            record_key=str(record.get(self.record_key) or "(missing)"),
+            outcome=INVALID_RECORD,
+            reason=INVALID_RECORD,
+            detail=problem,
+            source_id=record.get("source_id") or record.get("source_key"),
+            payload=record,
+        )
+
+
+class EventsSink(KlaviyoSink):
+    """``klaviyo_events``: bulk event create jobs."""
+
+    record_key = "unique_id"
+
+    def deliver(self, records: list[dict[str, Any]]) -> None:
+        EventSender(self.delivery).send(records)
+
+    def invalid(self, record: dict[str, Any], problem: str) -> Outcome:
+        outcome = event_outcome(record, INVALID_RECORD, INVALID_RECORD, problem)
+        outcome.record_key = str(record.get("unique_id") or "(missing)")
+        return outcome
+
+
+class ProfileUpdatesSink(KlaviyoSink):
+    """``klaviyo_profile_updates``: merged per profile; riding on events, else import jobs."""
+
+    record_key = "update_id"
+
+    def accept(self, record: dict[str, Any], context: dict[str, Any]) -> None:
+        self.delivery.pending_profiles.add(record)
+
+    def process_batch(self, context: dict[str, Any]) -> None:
+        # Events first, so that updates can ride on their profile's events.
+        self.target.drain_stream("klaviyo_events")
+        ProfileImporter(self.delivery).send(self.delivery.pending_profiles.claim_all())
+
+    def invalid(self, record: dict[str, Any], problem: str) -> Outcome:
+        merged = MergedUpdate(identity=identity_of(record))
+        merged.records.append(record)
+        return Outcome(
+            stream=PROFILE_STREAM,
+            record_key=str(record.get("update_id") or "(missing)"),
+            outcome=INVALID_RECORD,
+            reason=INVALID_RECORD,
+            detail=problem,
+            source_id=record.get("source_id"),
+            profile_hash=merged.hash,
+            payload=record,
+        )
+
+
+class CatalogVariantsSink(KlaviyoSink):
+    """``klaviyo_catalog_variants``: inventory deltas applied once per restock key."""
+
+    record_key = "restock_key"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.applier = RestockApplier(self.delivery)
+
+    def deliver(self, records: list[dict[str, Any]]) -> None:
+        self.applier.send(records)
+
+    def invalid(self, record: dict[str, Any], problem: str) -> Outcome:
+        outcome = restock_outcome(record, INVALID_RECORD, INVALID_RECORD, problem)
+        outcome.record_key = str(record.get("restock_key") or "(missing)")
+        return outcome
+
+
+class IntegrationExceptionsSink(KlaviyoSink):
+    """``integration_exceptions``: what a source could not map, kept in the ledger with why."""
+
+    record_key = "exception_id"
+
+    def deliver(self, records: list[dict[str, Any]]) -> None:
+        self.delivery.record(
+            [
+                Outcome(
+                    stream=self.stream_name,
+                    record_key=str(r["exception_id"]),
+                    outcome=MAPPER_EXCEPTION,
+                    reason=str(r["reason"]),
+                    detail=r.get("detail"),
+                    metric=r.get("rule"),
+                    source_id=r.get("source_key"),
+                    source_time=r.get("source_updated_at"),
+                    event_time=r.get("occurred_at") or utcnow(),
+                    payload=r,
+                )
+                for r in records
+            ]
+        )
+
+
+#: The streams target-klaviyo accepts, and their sinks.
+SINKS: dict[str, type[KlaviyoSink]] = {
+    "klaviyo_events": EventsSink,
+    "klaviyo_profile_updates": ProfileUpdatesSink,
+    "klaviyo_catalog_variants": CatalogVariantsSink,
+    "integration_exceptions": IntegrationExceptionsSink,
+}
