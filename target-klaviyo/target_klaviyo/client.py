@@ -26,6 +26,8 @@ from pyrate_limiter import InMemoryBucket, Limiter, Rate
 from target_klaviyo.dryrun import DryRunWriter
 
 logger = logging.getLogger(__name__)
+# httpx logs each request URL at INFO; a profile lookup URL carries customers' emails.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 JSON_API = "application/vnd.api+json"
 
