@@ -114,7 +114,8 @@ class ReturnDataset:
             order = list(self._order)
         for index in order:
             with self._lock:
-                yield self._render(index)
+                record = self._render(index)
+            yield record  # never while holding the lock: the caller may call the server meanwhile
 
     def index_of(self, return_id: str) -> int:
         try:

@@ -192,7 +192,8 @@ class Planner:
         passes = tuple(
             rng.random() < (0.35 if line_type == "Warranty" else 0.85) for line_type in line_types
         )
-        flagged = rng.random() < 0.12
+        # Some requests wait for review; a return created on demand starts plainly Open.
+        flagged = rng.random() < 0.12 and anchor_ms is None
         split_refund = line_types.count("Refund") >= 2 and rng.random() < 0.6
         email_variant = EmailVariant(
             rng.choices(range(len(EMAIL_VARIANT_WEIGHTS)), weights=EMAIL_VARIANT_WEIGHTS)[0]
