@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from openapi_client.models.catalog_variant_update_job_create_query import (
     CatalogVariantUpdateJobCreateQuery,
@@ -154,7 +155,7 @@ class Catalog:
             "type": "catalog-variant",
             "id": variant.id,
             "attributes": only(attributes, fields),
-            "links": {"self": f"{base_url}/api/catalog-variants/{variant.id}/"},
+            "links": {"self": f"{base_url}/api/catalog-variants/{quote(variant.id, safe='')}/"},
         }
 
     def run(self, job: VariantJob, now: float) -> None:

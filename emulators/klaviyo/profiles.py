@@ -18,18 +18,6 @@ from emulators.klaviyo.jsonapi import ApiError, iso, only
 
 # Plain attributes a profile carries besides its identifiers, location and properties.
 PLAIN_ATTRIBUTES = ("first_name", "last_name", "organization", "locale", "title", "image")
-LOCATION_FIELDS = (
-    "address1",
-    "address2",
-    "city",
-    "country",
-    "latitude",
-    "longitude",
-    "region",
-    "zip",
-    "timezone",
-    "ip",
-)
 SUPPRESSION_REASONS = {
     "HARD_BOUNCE",
     "INVALID_EMAIL",
@@ -272,8 +260,10 @@ class ProfileStore:
             if holder is not None and holder is not profile:
                 continue
             old = getattr(profile, attribute)
-            if old is not None and old != value:
-                old_key = old.lower() if attribute == "email" else old
+            old_key = old.lower() if old is not None and attribute == "email" else old
+            if old_key == key:
+                continue  # same identifier, maybe in another case: keep it as first written
+            if old_key is not None:
                 self._index.pop(prefix + old_key, None)
             setattr(profile, attribute, value)
             self._index[prefix + key] = profile
@@ -370,7 +360,7 @@ class ProfileStore:
             "created": iso(profile.created),
             "updated": iso(profile.updated),
             "last_event_date": iso(profile.last_event_date),
-            "location": {name: (profile.location or {}).get(name) for name in LOCATION_FIELDS},
+            "location": dict(profile.location or {}),
             "properties": dict(profile.properties or {}),
         }
         attributes = only(attributes, fields)
