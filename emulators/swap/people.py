@@ -24,12 +24,15 @@ _LAST = (
     "Patel", "Okafor", "Rossi", "Dubois", "Andersen", "Brown", "Wilson", "Ní Bhriain", "Novák",
     "Fernández", "Schäfer", "Taylor", "Mensah", "Lefèvre", "Åberg", "Walsh",
 )  # fmt: skip
-# Names in other scripts, with the romanised handle their owner uses in email addresses.
+# Names in other scripts as their owners write them (given name, family name, full name), with
+# the romanised handle they use in email addresses.
 _NON_LATIN = (
-    ("王芳", "wang.fang"), ("李伟", "li.wei"), ("佐藤 花子", "hanako.sato"),
-    ("鈴木 一郎", "ichiro.suzuki"), ("김민준", "minjun.kim"), ("이서연", "seoyeon.lee"),
-    ("陳大文", "chan.taiman"), ("Алексей Иванов", "alexei.ivanov"),
-    ("Νίκος Παππάς", "nikos.pappas"),
+    ("芳", "王", "王芳", "wang.fang"), ("伟", "李", "李伟", "li.wei"),
+    ("花子", "佐藤", "佐藤 花子", "hanako.sato"), ("一郎", "鈴木", "鈴木 一郎", "ichiro.suzuki"),
+    ("민준", "김", "김민준", "minjun.kim"), ("서연", "이", "이서연", "seoyeon.lee"),
+    ("大文", "陳", "陳大文", "chan.taiman"),
+    ("Алексей", "Иванов", "Алексей Иванов", "alexei.ivanov"),
+    ("Νίκος", "Παππάς", "Νίκος Παππάς", "nikos.pappas"),
 )  # fmt: skip
 _EMOJI = ("✨", "🦄", "🌸", "🔥", "💚")
 _DOMAINS = (
@@ -150,8 +153,7 @@ def make_customer(number: int, rng: random.Random) -> Customer:
         handle = f"{_ascii(first)}.{_ascii(last)}"
         name = f"{first} {last}"
     elif style < 0.88:
-        name, handle = rng.choice(_NON_LATIN)
-        last, _, first = name.partition(" ") if " " in name else (name[:1], "", name[1:])
+        first, last, name, handle = rng.choice(_NON_LATIN)
     elif style < 0.93:
         first, last = f"{rng.choice(_FIRST)} {rng.choice(_EMOJI)}", rng.choice(_LAST)
         handle = f"{_ascii(first)}.{_ascii(last)}"

@@ -289,8 +289,9 @@ class ReturnRenderer:
             "tracking_number": shipments[0]["tracking_number"],
             "return_shipments": shipments,
             "exchange_items": totals.exchange_items,
-            "billing_address": customer.other_billing_address or customer.address,
-            "shipping_address": customer.address,
+            # Copies: the customer is cached and callers may change what they are given.
+            "billing_address": dict(customer.other_billing_address or customer.address),
+            "shipping_address": dict(customer.address),
             "portal_quick_link": f"https://returns.swap-os.com/{self.store_id}/r/{return_id}",
         }
         for name in null_money:
