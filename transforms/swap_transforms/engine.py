@@ -32,7 +32,7 @@ from swap_transforms.program import (
     load_program,
 )
 from swap_transforms.sandbox import Scope
-from swap_transforms.values import iterate, locate_failure, to_native
+from swap_transforms.values import check_native, iterate, locate_failure
 
 MAPPING_ERROR = "mapping_error"
 INVALID_OUTPUT = "invalid_output"
@@ -78,9 +78,7 @@ class MappingEngine:
             raise MappingFileError(problems)
 
     @classmethod
-    def from_files(
-        cls, paths: Iterable[str], clock: Callable[[], str] = utc_now
-    ) -> MappingEngine:
+    def from_files(cls, paths: Iterable[str], clock: Callable[[], str] = utc_now) -> MappingEngine:
         """Load every mapping file, reporting the problems of all of them together."""
         programs: list[MappingProgram] = []
         problems: list[Problem] = []
@@ -186,7 +184,7 @@ class _RecordRun:
             produced = rule.body(scope)
             if produced is None:
                 return
-            records = [to_native(record) for record in produced]
+            records = [check_native(record) for record in produced]
         except Exception as error:  # noqa: BLE001
             failure = self._locate(rule, scope, error)
             self._exception(rule.name, MAPPING_ERROR, where + describe(failure))
@@ -196,13 +194,16 @@ class _RecordRun:
             try:
                 output.validate(record)
             except fastjsonschema.JsonSchemaValueException as error:
-                field = error.name.removeprefix("data").lstrip(".")
+                name = error.name or "data"
+                field = name.removeprefix("data").lstrip(".")
                 place = f"field '{field}'" if field else "record"
-                what = error.message.removeprefix(error.name).strip()
+                what = (error.message or "").removeprefix(name).strip()
                 detail = f"{where}output '{emit.stream}' {place}: {what} ({error.rule})"
                 self._exception(rule.name, INVALID_OUTPUT, detail)
                 return
-        self.out.extend((emit.stream, record) for emit, record in zip(rule.emits, records, strict=True))
+        self.out.extend(
+            (emit.stream, record) for emit, record in zip(rule.emits, records, strict=True)
+        )
 
     def _locate(self, rule: Rule, scope: Scope, error: BaseException) -> EvaluationError:
         """Which part of a failed rule broke: its condition, or which field of which output."""
@@ -214,7 +215,7 @@ class _RecordRun:
                 return EvaluationError("when", when_error)
         for emit in rule.emits:
             try:
-                to_native(emit.value.expression(scope))
+                check_native(emit.value.expression(scope))
             except Exception as emit_error:  # noqa: BLE001
                 failure = locate_failure(emit.value, scope, emit_error)
                 return EvaluationError(f"output '{emit.stream}', {failure.where}", failure.cause)

@@ -88,7 +88,7 @@ def money(value: Any) -> Decimal | None:
     return amount.quantize(_CENT, rounding=ROUND_HALF_UP)
 
 
-def return_items(swap_return: Mapping[str, Any]) -> list[dict[str, Any]]:
+def return_items(swap_return: Any) -> list[dict[str, Any]]:
     """All items of a return, across its shipments, in order.
 
     Each item is a copy with every field of `ITEM_FIELDS` present (None when Swap left it out)

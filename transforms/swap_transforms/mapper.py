@@ -39,7 +39,7 @@ class PrivateMsgSpecReader(MsgSpecReader):
         try:
             return decoder.decode(line)  # type: ignore[no-any-return]
         except msgspec.DecodeError:
-            msg = "Unable to parse an input line as JSON (the line is not shown: it may hold personal data)"
+            msg = "Unable to parse an input line as JSON (not shown: it may hold personal data)"
             raise InvalidInputLine(msg) from None
 
 

@@ -20,13 +20,12 @@ from typing import Any
 
 import fastjsonschema
 import jsonschema
-from jinja2 import TemplateError, nodes
+from jinja2 import nodes
 
-from swap_transforms import helpers
 from swap_transforms.errors import MappingFileError, Problem
-from swap_transforms.sandbox import Expression
+from swap_transforms.sandbox import ENVIRONMENT, GLOBAL_NAMES, Expression, parse_expression
 from swap_transforms.values import (
-    BareExpressionValue,
+    FOR_EACH_SHAPE,
     MappingValue,
     Site,
     ValueCompiler,
@@ -76,6 +75,8 @@ class OutputStream:
 
 @dataclass
 class Check:
+    """A condition that rejects the whole record with `reason` when it holds."""
+
     reason: str
     when: Expression
     detail: ValueSpec | None
@@ -83,6 +84,8 @@ class Check:
 
 @dataclass
 class Emit:
+    """One output record of a rule: the output stream and its fields."""
+
     stream: str
     value: MappingValue
 
@@ -117,27 +120,37 @@ class MappingProgram:
 
     file: str
     exceptions_stream: str
-    outputs: dict[str, OutputStream]
+    outputs: dict[str, OutputStream] = field(default_factory=dict)
     definitions: dict[str, Expression] = field(default_factory=dict)
     names: dict[str, Any] = field(default_factory=dict)
     streams: dict[str, StreamRules] = field(default_factory=dict)
 
 
+def load_program(path: str) -> MappingProgram:
+    """Load, check and compile one mapping file; raises `MappingFileError` listing all problems."""
+    doc = load_yaml(Path(path), path)
+    problems = structure_problems(doc, definitions_only=False)
+    if problems:
+        raise MappingFileError(problems)
+    return _Loader(doc).load()
+
+
 @cache
-def _file_validator() -> jsonschema.protocols.Validator:
+def _file_validator() -> Any:
     text = resources.files("swap_transforms").joinpath("mapping_file.schema.json").read_text()
     schema = json.loads(text)
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema)
 
 
-def _structure_problems(doc: YamlDocument, definitions_only: bool) -> list[Problem]:
+def structure_problems(doc: YamlDocument, *, definitions_only: bool) -> list[Problem]:
+    """The file's shape against the shipped JSON Schema (an included file: definitions only)."""
+    if not isinstance(doc.data, dict):
+        return [Problem(doc.path, doc.line(()), "", "the file must be a YAML mapping")]
     validator = _file_validator()
     if definitions_only:
         validator = validator.evolve(schema=validator.schema["$defs"]["definitions_file"])
-    if not isinstance(doc.data, dict):
-        return [Problem(doc.path, doc.line(()), "", "the file must be a YAML mapping")]
     problems = []
     for error in sorted(validator.iter_errors(doc.data), key=lambda e: list(map(str, e.path))):
         path = tuple(error.absolute_path)
@@ -146,7 +159,7 @@ def _structure_problems(doc: YamlDocument, definitions_only: bool) -> list[Probl
 
 
 def _where(data: Any, path: tuple[Any, ...]) -> str:
-    """`streams.returns.rules[3].emit` -> "rule 'return_started'" where the rule has a name."""
+    """`streams.returns.rules[3].emit` -> "rule 'return_started', emit" where it has a name."""
     if len(path) >= 4 and path[0] == "streams" and path[2] == "rules":
         try:
             name = data["streams"][path[1]]["rules"][path[3]]["name"]
@@ -162,99 +175,8 @@ def _message(error: jsonschema.ValidationError) -> str:
     if error.validator == "oneOf" and error.path and error.path[0] == "definitions":
         return "a definition is an expression (text) or a {for_each, when, value} mapping"
     if error.validator == "pattern" and error.path and error.path[-1] == "for_each":
-        return "for_each must read '<name> in <expression>', e.g. 'item in items'"
-    return error.message
-
-
-def load_program(path: str) -> MappingProgram:
-    """Load, check and compile one mapping file; raises `MappingFileError` listing all problems."""
-    doc = load_yaml(Path(path), path)
-    problems = _structure_problems(doc, definitions_only=False)
-    if problems:
-        raise MappingFileError(problems)
-    data: dict[str, Any] = doc.data
-    exceptions_stream = data.get("exceptions", DEFAULT_EXCEPTIONS_STREAM)
-    program = MappingProgram(file=path, exceptions_stream=exceptions_stream, outputs={})
-    program.names.update(helpers.FUNCTIONS)
-    program.names.update(_jinja_globals())
-    compiler = ValueCompiler(program.names, problems)
-
-    program.outputs = _load_outputs(doc, problems)
-    if exceptions_stream not in program.outputs:
-        site = Site(doc, ("exceptions",) if "exceptions" in data else (), "")
-        problems.append(
-            site.problem(f"exceptions stream '{exceptions_stream}' is not declared in outputs")
-        )
-    else:
-        output = program.outputs[exceptions_stream]
-        for sample in SAMPLE_EXCEPTIONS:
-            try:
-                output.validate(sample)
-            except fastjsonschema.JsonSchemaValueException as error:
-                site = Site(doc, ("outputs", exceptions_stream), f"output '{exceptions_stream}'")
-                problems.append(
-                    site.problem(f"its schema rejects the engine's exception records: {error}")
-                )
-                break
-
-    raw_definitions = _collect_definitions(doc, problems)
-    program.definitions = _compile_definitions(raw_definitions, compiler, problems)
-    known = frozenset({RECORD_NAME, *raw_definitions})
-    for stream, raw in data["streams"].items():
-        site = Site(doc, ("streams", stream), f"stream '{stream}'")
-        program.streams[stream] = _compile_stream(
-            stream, raw, site, program, compiler, known, problems
-        )
-    if problems:
-        raise MappingFileError(problems)
-    return program
-
-
-@cache
-def _jinja_globals() -> dict[str, Any]:
-    from swap_transforms.sandbox import ENVIRONMENT  # noqa: PLC0415 - one environment per process
-
-    return dict(ENVIRONMENT.globals)
-
-
-def _load_outputs(doc: YamlDocument, problems: list[Problem]) -> dict[str, OutputStream]:
-    outputs: dict[str, OutputStream] = {}
-    base = Path(doc.path).parent
-    for name, raw in doc.data["outputs"].items():
-        site = Site(doc, ("outputs", name, "schema"), f"output '{name}'")
-        schema_file = raw["schema"]
-        try:
-            schema = json.loads((base / schema_file).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            problems.append(site.problem(f"schema file '{schema_file}' not found"))
-            continue
-        except (OSError, ValueError) as error:
-            problems.append(site.problem(f"schema file '{schema_file}' is not JSON: {error}"))
-            continue
-        try:
-            if not isinstance(schema, dict):
-                raise jsonschema.SchemaError("a schema must be a JSON object")  # noqa: TRY301
-            jsonschema.validators.validator_for(schema).check_schema(schema)
-            validate = fastjsonschema.compile(schema)
-        except (jsonschema.SchemaError, fastjsonschema.JsonSchemaDefinitionException) as error:
-            message = getattr(error, "message", str(error))
-            problems.append(site.problem(f"'{schema_file}' is not a valid JSON Schema: {message}"))
-            continue
-        properties = schema.get("properties", {})
-        missing = [key for key in raw["key_properties"] if key not in properties]
-        if missing:
-            key_site = Site(doc, ("outputs", name, "key_properties"), f"output '{name}'")
-            problems.append(
-                key_site.problem(f"key properties not in its schema: {', '.join(missing)}")
-            )
-        outputs[name] = OutputStream(
-            name=name,
-            key_properties=list(raw["key_properties"]),
-            schema=schema,
-            schema_file=str(base / schema_file),
-            validate=validate,
-        )
-    return outputs
+        return FOR_EACH_SHAPE
+    return str(error.message)
 
 
 @dataclass
@@ -263,197 +185,262 @@ class _RawDefinition:
     site: Site
 
 
-def _collect_definitions(doc: YamlDocument, problems: list[Problem]) -> dict[str, _RawDefinition]:
-    """Definitions of this file and of the files it includes (transitively), one namespace."""
-    collected: dict[str, _RawDefinition] = {}
+class _Loader:
+    """Compiles one validated mapping file, collecting every problem before giving up."""
 
-    def visit(current: YamlDocument, chain: tuple[Path, ...]) -> None:
+    def __init__(self, doc: YamlDocument) -> None:
+        self.doc = doc
+        self.data: dict[str, Any] = doc.data
+        self.problems: list[Problem] = []
+        exceptions = self.data.get("exceptions", DEFAULT_EXCEPTIONS_STREAM)
+        self.program = MappingProgram(file=doc.path, exceptions_stream=exceptions)
+        self.program.names.update(ENVIRONMENT.globals)
+        self.compiler = ValueCompiler(self.program.names, self.problems)
+        self.known: frozenset[str] = frozenset({RECORD_NAME})
+
+    def load(self) -> MappingProgram:
+        self._load_outputs()
+        self._check_exceptions_output()
+        raw_definitions = self._collect_definitions()
+        self.known = frozenset({RECORD_NAME, *raw_definitions})
+        self._compile_definitions(raw_definitions)
+        for stream, raw in self.data["streams"].items():
+            site = Site(self.doc, ("streams", stream), f"stream '{stream}'")
+            self.program.streams[stream] = self._stream(stream, raw, site)
+        if self.problems:
+            raise MappingFileError(self.problems)
+        return self.program
+
+    # -- outputs ---------------------------------------------------------------------------------
+
+    def _load_outputs(self) -> None:
+        base = Path(self.doc.path).parent
+        for name, raw in self.data["outputs"].items():
+            site = Site(self.doc, ("outputs", name, "schema"), f"output '{name}'")
+            schema_file = raw["schema"]
+            schema = self._read_schema(base / schema_file, schema_file, site)
+            if schema is None:
+                continue
+            missing = [
+                key for key in raw["key_properties"] if key not in schema.get("properties", {})
+            ]
+            if missing:
+                key_site = Site(self.doc, ("outputs", name, "key_properties"), site.where)
+                message = f"key properties not in its schema: {', '.join(missing)}"
+                self.problems.append(key_site.problem(message))
+            self.program.outputs[name] = OutputStream(
+                name=name,
+                key_properties=list(raw["key_properties"]),
+                schema=schema,
+                schema_file=str(base / schema_file),
+                validate=fastjsonschema.compile(schema),
+            )
+
+    def _read_schema(self, path: Path, shown: str, site: Site) -> dict[str, Any] | None:
+        try:
+            schema = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            self.problems.append(site.problem(f"schema file '{shown}' not found"))
+            return None
+        except (OSError, ValueError) as error:
+            self.problems.append(site.problem(f"schema file '{shown}' is not JSON: {error}"))
+            return None
+        if not isinstance(schema, dict):
+            self.problems.append(site.problem(f"'{shown}' is not a JSON Schema object"))
+            return None
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+            fastjsonschema.compile(schema)
+        except (jsonschema.SchemaError, fastjsonschema.JsonSchemaDefinitionException) as error:
+            message = getattr(error, "message", str(error))
+            self.problems.append(site.problem(f"'{shown}' is not a valid JSON Schema: {message}"))
+            return None
+        return schema
+
+    def _check_exceptions_output(self) -> None:
+        name = self.program.exceptions_stream
+        output = self.program.outputs.get(name)
+        if name not in self.data["outputs"]:
+            site = Site(self.doc, ("exceptions",) if "exceptions" in self.data else (), "")
+            self.problems.append(
+                site.problem(f"exceptions stream '{name}' is not declared in outputs")
+            )
+            return
+        if output is None:
+            return  # its schema failed to load: reported already
+        for sample in SAMPLE_EXCEPTIONS:
+            try:
+                output.validate(sample)
+            except fastjsonschema.JsonSchemaValueException as error:
+                site = Site(self.doc, ("outputs", name), f"output '{name}'")
+                message = f"its schema rejects the exception records the engine writes: {error}"
+                self.problems.append(site.problem(message))
+                return
+
+    # -- definitions -----------------------------------------------------------------------------
+
+    def _collect_definitions(self) -> dict[str, _RawDefinition]:
+        """Definitions of this file and of the files it includes (transitively): one namespace."""
+        collected: dict[str, _RawDefinition] = {}
+        self._visit(self.doc, (Path(self.doc.path).resolve(),), collected)
+        return collected
+
+    def _visit(
+        self, current: YamlDocument, chain: tuple[Path, ...], collected: dict[str, _RawDefinition]
+    ) -> None:
         base = Path(current.path).parent
         for index, include in enumerate(current.data.get("include", [])):
             site = Site(current, ("include", index), "include")
             target = base / include
-            resolved = target.resolve()
-            if resolved in chain:
-                problems.append(site.problem(f"'{include}' includes itself (include cycle)"))
+            if target.resolve() in chain:
+                self.problems.append(site.problem(f"'{include}' includes itself (include cycle)"))
                 continue
-            if not target.exists():
-                problems.append(site.problem(f"included file '{include}' not found"))
+            if not target.is_file():
+                self.problems.append(site.problem(f"included file '{include}' not found"))
                 continue
             try:
                 included = load_yaml(target, str(target))
             except MappingFileError as error:
-                problems.extend(error.problems)
+                self.problems.extend(error.problems)
                 continue
-            structure = _structure_problems(included, definitions_only=True)
+            structure = structure_problems(included, definitions_only=True)
             if structure:
-                problems.extend(structure)
+                self.problems.extend(structure)
                 continue
-            visit(included, (*chain, resolved))
+            self._visit(included, (*chain, target.resolve()), collected)
         for name, value in (current.data.get("definitions") or {}).items():
             site = Site(current, ("definitions", name), f"definition '{name}'")
             if name in collected:
                 first = collected[name].site
                 where = f"{first.doc.path}:{first.doc.line(first.path)}"
-                problems.append(site.problem(f"'{name}' is already defined at {where}"))
+                self.problems.append(site.problem(f"'{name}' is already defined at {where}"))
+            elif name == RECORD_NAME or name in GLOBAL_NAMES:
+                self.problems.append(site.problem(f"'{name}' is a reserved name"))
+            else:
+                collected[name] = _RawDefinition(value, site)
+
+    def _compile_definitions(self, raw: dict[str, _RawDefinition]) -> None:
+        graph: dict[str, set[str]] = {}
+        for name, definition in raw.items():
+            used: set[str] = set()
+            node: nodes.Expr | None = None
+            if isinstance(definition.value, str):
+                checked = self.compiler.expression(definition.value, definition.site, self.known)
+                if checked is not None:
+                    node, used = checked
+            else:
+                spec = self.compiler.value(definition.value, definition.site, "", self.known, used)
+                node = spec.build() if spec is not None else None
+            graph[name] = used & set(raw)
+            if node is not None:
+                self.program.definitions[name] = self.compiler.compile(node, definition.site)
+        try:
+            tuple(graphlib.TopologicalSorter(graph).static_order())
+        except graphlib.CycleError as error:
+            cycle: list[str] = error.args[1]
+            message = f"definitions refer to each other: {' -> '.join(cycle)}"
+            self.problems.append(raw[cycle[0]].site.problem(message))
+
+    # -- streams, checks and rules ---------------------------------------------------------------
+
+    def _stream(self, stream: str, raw: dict[str, Any], site: Site) -> StreamRules:
+        raw_checks = raw.get("checks", [])
+        checks = self._checks(raw_checks, site)
+        first_check = None
+        if checks and len(checks) == len(raw_checks):
+            # One call answers "which check holds first": the index of the first true one.
+            chain: nodes.Expr = nodes.Const(None)
+            for index in range(len(raw_checks) - 1, -1, -1):
+                test = parse_expression(raw_checks[index]["when"])
+                chain = nodes.CondExpr(test, nodes.Const(index), chain, lineno=1)
+            first_check = self.compiler.compile(chain, site)
+        rules: list[Rule] = []
+        seen: dict[str, int | None] = {}
+        for index, raw_rule in enumerate(raw["rules"]):
+            name = raw_rule["name"]
+            rule_site = site.at("rules").at(index, f"rule '{name}'")
+            if name in seen:
+                message = f"duplicate rule name '{name}' (first at line {seen[name]})"
+                self.problems.append(rule_site.at("name").problem(message))
                 continue
-            if name == RECORD_NAME or name in helpers.FUNCTIONS or name in _jinja_globals():
-                problems.append(site.problem(f"'{name}' is a reserved name"))
-                continue
-            collected[name] = _RawDefinition(value, site)
+            seen[name] = self.doc.line(rule_site.path)
+            rule = self._rule(raw_rule, rule_site)
+            if rule is not None:
+                rules.append(rule)
+        return StreamRules(
+            stream=stream,
+            key=raw["key"],
+            updated_at=raw.get("updated_at"),
+            checks=checks,
+            first_check=first_check,
+            rules=rules,
+            program=self.program,
+        )
 
-    visit(doc, (Path(doc.path).resolve(),))
-    return collected
-
-
-def _compile_definitions(
-    raw: dict[str, _RawDefinition], compiler: ValueCompiler, problems: list[Problem]
-) -> dict[str, Expression]:
-    known = frozenset({RECORD_NAME, *raw})
-    compiled: dict[str, Expression] = {}
-    graph: dict[str, set[str]] = {}
-    for name, definition in raw.items():
-        used: set[str] = set()
-        node: nodes.Expr | None = None
-        if isinstance(definition.value, str):
-            checked = compiler.expression(definition.value, definition.site, known)
+    def _checks(self, raw_checks: list[dict[str, Any]], site: Site) -> list[Check]:
+        checks: list[Check] = []
+        for index, raw in enumerate(raw_checks):
+            check_site = site.at("checks").at(index, f"check '{raw['reason']}'")
+            checked = self.compiler.expression(raw["when"], check_site.at("when"), self.known)
+            detail = None
+            if "detail" in raw:
+                detail_site = check_site.at("detail")
+                detail = self.compiler.value(raw["detail"], detail_site, "", self.known, set())
             if checked is not None:
-                node, used = checked
-        else:
-            spec = compiler.value(definition.value, definition.site, "", known, used)
-            node = spec.build() if spec is not None else None
-        graph[name] = used & set(raw)
-        if node is not None:
-            compiled[name] = _compile(node, definition.site, problems)
-    try:
-        tuple(graphlib.TopologicalSorter(graph).static_order())
-    except graphlib.CycleError as error:
-        cycle: list[str] = error.args[1]
-        site = raw[cycle[0]].site
-        problems.append(site.problem(f"definitions refer to each other: {' -> '.join(cycle)}"))
-    return compiled
+                when = self.compiler.compile(checked[0], check_site)
+                checks.append(Check(raw["reason"], when, detail))
+        return checks
 
+    def _rule(self, raw: dict[str, Any], site: Site) -> Rule | None:
+        count = len(self.problems)
+        for_each: tuple[str, Expression] | None = None
+        known = self.known
+        if "for_each" in raw:
+            parsed = split_for_each(raw["for_each"])
+            assert parsed is not None  # the file schema's pattern guarantees the shape
+            binding, source = parsed
+            checked = self.compiler.expression(source, site.at("for_each"), known)
+            if checked is not None:
+                for_each = (binding, self.compiler.compile(checked[0], site.at("for_each")))
+            known = known | {binding}
+        when: Expression | None = None
+        if "when" in raw:
+            checked = self.compiler.expression(raw["when"], site.at("when"), known)
+            if checked is not None:
+                when = self.compiler.compile(checked[0], site.at("when"))
+        emits = self._emits(raw["emit"], site, known)
+        if len(self.problems) > count:
+            return None
+        # The whole rule is one expression: `[output, ...] if when else none`.
+        body: nodes.Expr = nodes.List([emit.value.build() for emit in emits], lineno=1)
+        if "when" in raw:
+            body = nodes.CondExpr(parse_expression(raw["when"]), body, nodes.Const(None), lineno=1)
+        return Rule(
+            name=raw["name"],
+            for_each=for_each,
+            when=when,
+            emits=emits,
+            body=self.compiler.compile(body, site),
+        )
 
-def _compile(node: nodes.Expr, site: Site, problems: list[Problem]) -> Expression:
-    try:
-        return Expression(node)
-    except TemplateError as error:
-        problems.append(site.problem(str(error)))
-        return Expression(nodes.Const(None))
-
-
-def _compile_stream(
-    stream: str,
-    raw: dict[str, Any],
-    site: Site,
-    program: MappingProgram,
-    compiler: ValueCompiler,
-    known: frozenset[str],
-    problems: list[Problem],
-) -> StreamRules:
-    checks: list[Check] = []
-    for index, raw_check in enumerate(raw.get("checks", [])):
-        check_site = site.at("checks").at(index, f"check '{raw_check['reason']}'")
-        checked = compiler.expression(raw_check["when"], check_site.at("when"), known)
-        detail: ValueSpec | None = None
-        if "detail" in raw_check:
-            detail = compiler.value(raw_check["detail"], check_site.at("detail"), "", known, set())
-        if checked is not None:
-            when = _compile(checked[0], check_site, problems)
-            checks.append(Check(raw_check["reason"], when, detail))
-    first_check = None
-    if checks and len(checks) == len(raw.get("checks", [])):
-        # One call answers "which check fails first": index of the first true check, or None.
-        chain: nodes.Expr = nodes.Const(None)
-        for index in range(len(checks) - 1, -1, -1):
-            test = _reparse(raw["checks"][index]["when"])
-            chain = nodes.CondExpr(test, nodes.Const(index), chain, lineno=1)
-        first_check = _compile(chain, site, problems)
-
-    rules: list[Rule] = []
-    seen: dict[str, int | None] = {}
-    for index, raw_rule in enumerate(raw["rules"]):
-        name = raw_rule["name"]
-        rule_site = site.at("rules").at(index, f"rule '{name}'")
-        if name in seen:
-            problems.append(
-                rule_site.at("name").problem(
-                    f"duplicate rule name '{name}' (first at line {seen[name]})"
-                )
-            )
-            continue
-        seen[name] = rule_site.doc.line(rule_site.path)
-        rule = _compile_rule(raw_rule, rule_site, program, compiler, known, problems)
-        if rule is not None:
-            rules.append(rule)
-    return StreamRules(
-        stream=stream,
-        key=raw["key"],
-        updated_at=raw.get("updated_at"),
-        checks=checks,
-        first_check=first_check,
-        rules=rules,
-        program=program,
-    )
-
-
-def _reparse(source: str) -> nodes.Expr:
-    return BareExpressionValue(source, "").build()
-
-
-def _compile_rule(
-    raw: dict[str, Any],
-    site: Site,
-    program: MappingProgram,
-    compiler: ValueCompiler,
-    known: frozenset[str],
-    problems: list[Problem],
-) -> Rule | None:
-    count = len(problems)
-    for_each: tuple[str, Expression] | None = None
-    rule_known = known
-    if "for_each" in raw:
-        parsed = split_for_each(raw["for_each"])
-        assert parsed is not None  # the file schema's pattern guarantees the shape
-        binding, source = parsed
-        checked = compiler.expression(source, site.at("for_each"), known)
-        if checked is not None:
-            for_each = (binding, _compile(checked[0], site.at("for_each"), problems))
-        rule_known = known | {binding}
-    when: Expression | None = None
-    when_node: nodes.Expr | None = None
-    if "when" in raw:
-        checked = compiler.expression(raw["when"], site.at("when"), rule_known)
-        if checked is not None:
-            when_node = checked[0]
-            when = _compile(_reparse(raw["when"]), site.at("when"), problems)
-    emits: list[Emit] = []
-    declared = set(site.doc.data["outputs"])
-    several = len(raw["emit"]) > 1
-    for stream, fields in raw["emit"].items():
-        emit_where = f"{site.where}, output '{stream}'" if several else site.where
-        emit_site = site.at("emit").at(stream, emit_where)
-        if stream not in declared:
-            names = ", ".join(sorted(declared)) or "none"
-            problems.append(
-                emit_site.problem(f"unknown output stream '{stream}' (declared: {names})")
-            )
-            continue
-        spec = compiler.value(fields, emit_site, "", rule_known, set())
-        output = program.outputs.get(stream)  # None when its schema failed (reported already)
-        if not isinstance(spec, MappingValue) or output is None:
-            continue
-        missing = [name for name in output.schema.get("required", []) if name not in fields]
-        if missing:
-            problems.append(
-                emit_site.problem(
-                    f"required field(s) of '{stream}' not set: {', '.join(missing)}"
-                )
-            )
-        emits.append(Emit(stream, spec))
-    if len(problems) > count:
-        return None
-    outputs: nodes.Expr = nodes.List([emit.value.build() for emit in emits], lineno=1)
-    if when_node is not None:
-        outputs = nodes.CondExpr(when_node, outputs, nodes.Const(None), lineno=1)
-    body = _compile(outputs, site, problems)
-    return Rule(name=raw["name"], for_each=for_each, when=when, emits=emits, body=body)
+    def _emits(self, raw: dict[str, Any], site: Site, known: frozenset[str]) -> list[Emit]:
+        emits: list[Emit] = []
+        declared = self.data["outputs"]
+        for stream, fields in raw.items():
+            where = f"{site.where}, output '{stream}'" if len(raw) > 1 else site.where
+            emit_site = site.at("emit").at(stream, where)
+            if stream not in declared:
+                names = ", ".join(sorted(declared)) or "none"
+                message = f"unknown output stream '{stream}' (declared: {names})"
+                self.problems.append(emit_site.problem(message))
+                continue
+            spec = self.compiler.value(fields, emit_site, "", known, set())
+            output = self.program.outputs.get(stream)  # None if its schema failed (reported)
+            if not isinstance(spec, MappingValue) or output is None:
+                continue
+            missing = [name for name in output.schema.get("required", []) if name not in fields]
+            if missing:
+                message = f"required field(s) of '{stream}' not set: {', '.join(missing)}"
+                self.problems.append(emit_site.problem(message))
+            emits.append(Emit(stream, spec))
+        return emits

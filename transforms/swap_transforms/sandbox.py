@@ -56,6 +56,17 @@ class MappingEnvironment(ImmutableSandboxedEnvironment):
         self.tests.update(helpers.TESTS)
         self.globals.update(helpers.FUNCTIONS)
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # `record.total` on a JSON object: look the key up first. Jinja tries the Python
+        # attribute first (an AttributeError per field access, the costliest step of a
+        # mapping) and would return dict methods for keys named `items`, `keys` or `values`.
+        if type(obj) is dict:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         # Singer numbers arrive as Decimal; `record.total * 0.9` would raise TypeError.
         if isinstance(left, Decimal) and isinstance(right, float):
@@ -65,15 +76,14 @@ class MappingEnvironment(ImmutableSandboxedEnvironment):
         if operator == "*":
             _check_repeat(left, right)
             _check_repeat(right, left)
-        elif (
-            operator == "**"
-            and isinstance(right, (int, Decimal))
-            and not isinstance(right, bool)
-            and abs(right) > MAX_EXPONENT
-        ):
+        elif operator == "**" and _too_big(right):
             msg = f"exponents above {MAX_EXPONENT} are not allowed"
             raise SecurityError(msg)
         return self.binop_table[operator](left, right)
+
+
+def _too_big(exponent: Any) -> bool:
+    return isinstance(exponent, (int, Decimal)) and not -MAX_EXPONENT <= exponent <= MAX_EXPONENT
 
 
 def _check_repeat(sequence: Any, count: Any) -> None:
@@ -98,7 +108,7 @@ ENVIRONMENT = MappingEnvironment()
 GLOBAL_NAMES: frozenset[str] = frozenset(ENVIRONMENT.globals)
 
 
-class ExpressionProblem(Exception):
+class ExpressionError(Exception):
     """An expression cannot be used; `line` is relative to the expression text (1-based)."""
 
     def __init__(self, message: str, line: int = 1) -> None:
@@ -118,9 +128,9 @@ def parse_expression(source: str) -> nodes.Expr:
         if not parser.stream.eos:
             token = parser.stream.current
             msg = f"unexpected {token.value!r} after the expression"
-            raise ExpressionProblem(msg, token.lineno)
+            raise ExpressionError(msg, token.lineno)
     except TemplateSyntaxError as error:
-        raise ExpressionProblem(error.message or "syntax error", error.lineno) from None
+        raise ExpressionError(error.message or "syntax error", error.lineno) from None
     return expression
 
 
@@ -133,12 +143,12 @@ def parse_template(source: str, *, strict_text: bool = True) -> nodes.Expr:
     try:
         template = ENVIRONMENT.parse(source)
     except TemplateSyntaxError as error:
-        raise ExpressionProblem(error.message or "syntax error", error.lineno) from None
+        raise ExpressionError(error.message or "syntax error", error.lineno) from None
     parts: list[nodes.Node] = []
     for statement in template.body:
         if not isinstance(statement, nodes.Output):
             msg = "only {{ expressions }} are allowed in values, not {% statements %}"
-            raise ExpressionProblem(msg, statement.lineno)
+            raise ExpressionError(msg, statement.lineno)
         parts.extend(statement.nodes)
     expressions = [part for part in parts if not isinstance(part, nodes.TemplateData)]
     if len(parts) == 1 and len(expressions) == 1:
@@ -155,28 +165,32 @@ def parse_template(source: str, *, strict_text: bool = True) -> nodes.Expr:
     return nodes.Concat(pieces, lineno=1)
 
 
-def check_expression(expression: nodes.Expr, known: Iterable[str]) -> list[ExpressionProblem]:
+def check_expression(expression: nodes.Expr, known: Iterable[str]) -> list[ExpressionError]:
     """Problems with names, filters, tests and private attributes in an analyst's expression."""
     known_names = set(known) | GLOBAL_NAMES
-    problems: list[ExpressionProblem] = []
+    problems: list[ExpressionError] = []
     for name in expression.find_all(nodes.Name):
         if name.ctx == "load" and name.name not in known_names:
-            problems.append(ExpressionProblem(_unknown("name", name.name, known_names), name.lineno))
+            problems.append(ExpressionError(_unknown("name", name.name, known_names), name.lineno))
     for getattr_node in expression.find_all(nodes.Getattr):
         if getattr_node.attr.startswith("_"):
-            msg = f"attribute '{getattr_node.attr}' is not allowed (names starting with '_' are private)"
-            problems.append(ExpressionProblem(msg, getattr_node.lineno))
+            msg = f"attribute '{getattr_node.attr}' is not allowed ('_' names are private)"
+            problems.append(ExpressionError(msg, getattr_node.lineno))
     for getitem in expression.find_all(nodes.Getitem):
         key = getitem.arg
-        if isinstance(key, nodes.Const) and isinstance(key.value, str) and key.value.startswith("_"):
+        if (
+            isinstance(key, nodes.Const)
+            and isinstance(key.value, str)
+            and key.value.startswith("_")
+        ):
             msg = f"key '{key.value}' is not allowed (names starting with '_' are private)"
-            problems.append(ExpressionProblem(msg, getitem.lineno))
+            problems.append(ExpressionError(msg, getitem.lineno))
     for node in expression.find_all((nodes.Filter, nodes.Test)):
         kind = "filter" if isinstance(node, nodes.Filter) else "test"
         table = ENVIRONMENT.filters if kind == "filter" else ENVIRONMENT.tests
         if node.name not in table or node.name.startswith(ENGINE_PREFIX):
             public = {name for name in table if not name.startswith(ENGINE_PREFIX)}
-            problems.append(ExpressionProblem(_unknown(kind, node.name, public), node.lineno))
+            problems.append(ExpressionError(_unknown(kind, node.name, public), node.lineno))
     return problems
 
 
@@ -202,7 +216,7 @@ class Expression:
     def __call__(self, scope: Scope) -> Any:
         # What TemplateExpression does, but with the scope shared instead of copied into a dict:
         # copying would evaluate every definition, and definitions are meant to be lazy.
-        context = self._template.new_context(cast("dict[str, Any]", scope), shared=True)
+        context = Context(ENVIRONMENT, cast("dict[str, Any]", scope), None, {})
         for _ in self._template.root_render_func(context):
             pass
         result = context.vars["result"]
@@ -257,7 +271,7 @@ class Scope(Mapping[str, Any]):
             return self._names[key]
         try:
             value = definition(self)
-        except Exception as error:  # noqa: BLE001 - any failure of the analyst's expression
+        except Exception as error:
             failure = _Failure(key, error)
             self._values[key] = failure
             raise failure.error() from error

@@ -19,23 +19,25 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
-from jinja2 import nodes, pass_context
+from jinja2 import TemplateError, nodes, pass_context
 from jinja2.runtime import Context, Undefined
 
 from swap_transforms.errors import EvaluationError, Problem
 from swap_transforms.sandbox import (
     ENGINE_PREFIX,
     Expression,
-    ExpressionProblem,
+    ExpressionError,
     Scope,
     check_expression,
     parse_expression,
     parse_template,
+    referenced_names,
 )
 from swap_transforms.yaml_lines import PathKey, YamlDocument
 
 LOOP_KEYS = frozenset({"for_each", "value"})
 LOOP_OPTIONAL_KEYS = frozenset({"when"})
+FOR_EACH_SHAPE = "for_each must read '<name> in <expression>', e.g. 'item in items'"
 _FOR_EACH = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s+in\s+(.+)$", re.DOTALL)
 
 
@@ -76,6 +78,8 @@ class ValueSpec:
 
 
 class LiteralValue(ValueSpec):
+    """A YAML scalar without `{{ }}`: sent as written."""
+
     def __init__(self, value: Any, label: str) -> None:
         self.value = value
         self.label = label
@@ -85,6 +89,8 @@ class LiteralValue(ValueSpec):
 
 
 class TemplateValue(ValueSpec):
+    """A string with `{{ }}`: a lone expression keeps its type, mixed text makes a string."""
+
     def __init__(self, source: str, label: str) -> None:
         self.source = source
         self.label = label
@@ -94,6 +100,8 @@ class TemplateValue(ValueSpec):
 
 
 class BareExpressionValue(ValueSpec):
+    """A bare expression (a condition or definition), rebuilt on demand like the others."""
+
     def __init__(self, source: str, label: str) -> None:
         self.source = source
         self.label = label
@@ -103,6 +111,8 @@ class BareExpressionValue(ValueSpec):
 
 
 class MappingValue(ValueSpec):
+    """A YAML mapping: a dict literal whose values are compiled the same way."""
+
     def __init__(self, items: list[tuple[str, ValueSpec]], label: str) -> None:
         self.items = items
         self.label = label
@@ -116,6 +126,8 @@ class MappingValue(ValueSpec):
 
 
 class ListValue(ValueSpec):
+    """A YAML list: a list literal."""
+
     def __init__(self, items: list[ValueSpec], label: str) -> None:
         self.items = items
         self.label = label
@@ -130,9 +142,7 @@ class ListValue(ValueSpec):
 class Loop:
     """A `for_each` inside a value: called from the compiled expression with the list."""
 
-    def __init__(
-        self, binding: str, when: Expression | None, body: ValueSpec, label: str
-    ) -> None:
+    def __init__(self, binding: str, when: Expression | None, body: ValueSpec, label: str) -> None:
         self.binding = binding
         self.when = when
         self.body = body
@@ -149,13 +159,15 @@ class Loop:
                 if self.when is not None and not self.when(child):
                     continue
                 result.append(self._body(child))
-            except Exception as error:  # noqa: BLE001 - any failure of the analyst's expression
+            except Exception as error:
                 cause = locate_failure(self.body, child, error)
                 raise EvaluationError(f"{self.label} item {index}", cause) from error
         return result
 
 
 class LoopValue(ValueSpec):
+    """A value-level `for_each`: a call of its `Loop` with the list, inside the expression."""
+
     def __init__(self, name: str, items_source: str, loop: Loop, label: str) -> None:
         self.name = name
         self.items_source = items_source
@@ -196,10 +208,18 @@ class ValueCompiler:
         """Parse and check a bare expression; returns it with the names it refers to."""
         try:
             expression = parse_expression(source)
-        except ExpressionProblem as error:
+        except ExpressionError as error:
             self.problems.append(site.problem(error.message, error.line))
             return None
         return self._checked(expression, site, known)
+
+    def compile(self, expression: nodes.Expr, site: Site) -> Expression:
+        """Compile a checked expression; Jinja's own compile-time errors become problems."""
+        try:
+            return Expression(expression)
+        except TemplateError as error:
+            self.problems.append(site.problem(str(error)))
+            return Expression(nodes.Const(None))
 
     def _checked(
         self, expression: nodes.Expr, site: Site, known: frozenset[str]
@@ -209,57 +229,61 @@ class ValueCompiler:
             self.problems.append(site.problem(issue.message, issue.line))
         if issues:
             return None
-        names = {name.name for name in expression.find_all(nodes.Name) if name.ctx == "load"}
-        return expression, names
+        return expression, referenced_names(expression)
 
     def value(
         self, raw: Any, site: Site, label: str, known: frozenset[str], used: set[str]
     ) -> ValueSpec | None:
         """Compile one value; names it refers to are added to `used`."""
         if isinstance(raw, str):
-            if "{{" not in raw and "{%" not in raw and "{#" not in raw:
-                return LiteralValue(raw, label)
-            try:
-                expression = parse_template(raw, strict_text=False)
-            except ExpressionProblem as error:
-                self.problems.append(site.problem(error.message, error.line))
-                return None
-            checked = self._checked(expression, site, known)
-            if checked is None:
-                return None
-            used.update(checked[1])
-            return TemplateValue(raw, label)
-        if raw is None or isinstance(raw, (bool, int, str)):
-            return LiteralValue(raw, label)
-        if isinstance(raw, float):
-            if not math.isfinite(raw):
-                self.problems.append(site.problem("numbers must be finite"))
-                return None
-            return LiteralValue(raw, label)
+            return self._text(raw, site, label, known, used)
         if isinstance(raw, dict):
             keys = set(raw)
-            if LOOP_KEYS <= keys and keys <= LOOP_KEYS | LOOP_OPTIONAL_KEYS:
+            if LOOP_KEYS <= keys <= LOOP_KEYS | LOOP_OPTIONAL_KEYS:
                 return self.loop(raw, site, label, known, used)
-            items: list[tuple[str, ValueSpec]] = []
-            for key, member in raw.items():
-                if not isinstance(key, str):
-                    self.problems.append(site.problem(f"key {key!r} must be a string"))
-                    continue
-                member_label = f"{label}.{key}" if label else key
-                where = _field_where(site.where, member_label)
-                spec = self.value(member, site.at(key, where), member_label, known, used)
-                if spec is not None:
-                    items.append((key, spec))
-            return MappingValue(items, label)
+            return self._mapping(raw, site, label, known, used)
         if isinstance(raw, list):
-            members: list[ValueSpec] = []
-            for index, member in enumerate(raw):
-                spec = self.value(member, site.at(index), f"{label}[{index}]", known, used)
-                if spec is not None:
-                    members.append(spec)
-            return ListValue(members, label)
-        self.problems.append(site.problem(f"unsupported value of type {type(raw).__name__}"))
+            members = [
+                self.value(member, site.at(index), f"{label}[{index}]", known, used)
+                for index, member in enumerate(raw)
+            ]
+            return ListValue([member for member in members if member is not None], label)
+        if raw is None or isinstance(raw, (bool, int)) or _finite_float(raw):
+            return LiteralValue(raw, label)
+        message = "numbers must be finite" if isinstance(raw, float) else "unsupported value"
+        self.problems.append(site.problem(f"{message} ({type(raw).__name__})"))
         return None
+
+    def _text(
+        self, raw: str, site: Site, label: str, known: frozenset[str], used: set[str]
+    ) -> ValueSpec | None:
+        if "{{" not in raw and "{%" not in raw and "{#" not in raw:
+            return LiteralValue(raw, label)
+        try:
+            expression = parse_template(raw, strict_text=False)
+        except ExpressionError as error:
+            self.problems.append(site.problem(error.message, error.line))
+            return None
+        checked = self._checked(expression, site, known)
+        if checked is None:
+            return None
+        used.update(checked[1])
+        return TemplateValue(raw, label)
+
+    def _mapping(
+        self, raw: dict[Any, Any], site: Site, label: str, known: frozenset[str], used: set[str]
+    ) -> MappingValue:
+        items: list[tuple[str, ValueSpec]] = []
+        for key, member in raw.items():
+            if not isinstance(key, str):
+                self.problems.append(site.problem(f"key {key!r} must be a string"))
+                continue
+            member_label = f"{label}.{key}" if label else key
+            where = _field_where(site.where, member_label)
+            spec = self.value(member, site.at(key, where), member_label, known, used)
+            if spec is not None:
+                items.append((key, spec))
+        return MappingValue(items, label)
 
     def loop(
         self, raw: dict[str, Any], site: Site, label: str, known: frozenset[str], used: set[str]
@@ -268,37 +292,34 @@ class ValueCompiler:
         for_each = raw["for_each"]
         parsed = split_for_each(for_each) if isinstance(for_each, str) else None
         if parsed is None:
-            message = "for_each must read '<name> in <expression>', e.g. 'item in items'"
-            self.problems.append(site.at("for_each").problem(message))
+            self.problems.append(site.at("for_each").problem(FOR_EACH_SHAPE))
             return None
         binding, items_source = parsed
+        count = len(self.problems)
         items = self.expression(items_source, site.at("for_each"), known)
         inner_known = known | {binding}
-        when: Expression | None = None
-        ok = items is not None
-        if "when" in raw:
-            checked = (
-                self.expression(raw["when"], site.at("when"), inner_known)
-                if isinstance(raw["when"], str)
-                else None
-            )
-            if checked is None:
-                if not isinstance(raw["when"], str):
-                    self.problems.append(site.at("when").problem("when must be an expression"))
-                ok = False
-            else:
-                used.update(checked[1] - {binding})
-                when = Expression(checked[0])
         inner_used: set[str] = set()
+        when: Expression | None = None
+        if "when" in raw:
+            if not isinstance(raw["when"], str):
+                self.problems.append(site.at("when").problem("when must be an expression"))
+            else:
+                checked = self.expression(raw["when"], site.at("when"), inner_known)
+                if checked is not None:
+                    inner_used.update(checked[1])
+                    when = self.compile(checked[0], site.at("when"))
         body = self.value(raw["value"], site.at("value"), f"{label}[]", inner_known, inner_used)
-        used.update(inner_used - {binding})
-        if items is None or body is None or not ok:
+        if items is None or body is None or len(self.problems) > count:
             return None
-        used.update(items[1])
+        used.update(items[1], inner_used - {binding})
         name = f"{ENGINE_PREFIX}loop{len(self.engine_names)}"
         loop = Loop(binding, when, body, f"field '{label}'" if label else "for_each")
         self.engine_names[name] = loop.run
         return LoopValue(name, items_source, loop, label)
+
+
+def _finite_float(value: Any) -> bool:
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _field_where(where: str, label: str) -> str:
@@ -311,7 +332,7 @@ def locate_failure(spec: ValueSpec, scope: Scope, error: BaseException) -> Evalu
     """Which part of a value failed on this record: re-run its parts one by one."""
     for part in spec.parts():
         try:
-            to_native(part.expression(scope))
+            check_native(part.expression(scope))
         except Exception as part_error:  # noqa: BLE001 - any failure of the analyst's expression
             return locate_failure(part, scope, part_error)
     if isinstance(error, EvaluationError):
@@ -319,42 +340,48 @@ def locate_failure(spec: ValueSpec, scope: Scope, error: BaseException) -> Evalu
     return EvaluationError(f"field '{spec.label}'" if spec.label else "value", error)
 
 
-_PLAIN = (str, int, bool, type(None))
+_LEAVES = frozenset({str, int, bool, type(None)})
 
 
-def to_native(value: Any) -> Any:
-    """A JSON-ready copy of an expression's result, or an error naming what is not JSON.
+def check_native(value: Any) -> Any:
+    """Return `value` if the Singer writer can send it as JSON, else raise naming the problem.
 
     Catches what Jinja lets through silently: a StrictUndefined nested in a list or dict (a
-    missing field inside `{{ [record.missing] }}`), tuples from `groupby`, and objects that the
-    Singer writer could only print as text.
+    missing field inside `{{ [record.missing] }}`), a filter chain left without `| list`, and
+    objects that the writer could only print as text. Nothing is copied: results may share
+    parts of the input record, and checking is cheaper than rebuilding.
     """
-    if type(value) in _PLAIN:
+    kind = type(value)
+    if kind in _LEAVES:
         return value
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            msg = "numbers must be finite"
-            raise ValueError(msg)
-        return value
-    if isinstance(value, Undefined):
-        value._fail_with_undefined_error()
-    if isinstance(value, Mapping):
-        result: dict[str, Any] = {}
+    if kind is dict:
         for key, member in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str:
                 msg = f"object keys must be strings, got {type(key).__name__}"
                 raise TypeError(msg)
-            result[str(key)] = to_native(member)
-        return result
-    if isinstance(value, (list, tuple, Iterator)):
-        # Iterator: a filter chain left without `| list` (`items | selectattr(...)`).
-        return [to_native(member) for member in value]
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, float):
+            if type(member) not in _LEAVES:
+                check_native(member)
+    elif kind is list or kind is tuple:
+        for member in value:
+            if type(member) not in _LEAVES:
+                check_native(member)
+    else:
+        _check_other(value)
+    return value
+
+
+def _check_other(value: Any) -> None:
+    if isinstance(value, (Decimal, float)):
         if not math.isfinite(value):
             msg = "numbers must be finite"
             raise ValueError(msg)
-        return value
-    msg = f"a value of type {type(value).__name__} cannot be sent (not JSON)"
-    raise TypeError(msg)
+    elif isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    elif isinstance(value, tuple):  # a named tuple, e.g. a `groupby` group
+        check_native(list(value))
+    elif isinstance(value, Iterator):
+        msg = "a filter chain gives a generator here: end it with '| list'"
+        raise TypeError(msg)
+    elif not isinstance(value, (str, int)):  # str and int subclasses (Markup) are fine
+        msg = f"a value of type {type(value).__name__} cannot be sent (not JSON)"
+        raise TypeError(msg)

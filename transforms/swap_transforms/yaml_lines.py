@@ -39,7 +39,7 @@ class YamlDocument:
         return None
 
     def text_line(self, path: PathKey, line_in_text: int = 1) -> int | None:
-        """Line of line `line_in_text` of the string at `path`: block scalars start below the key."""
+        """Line of line `line_in_text` of the text at `path` (block scalars start below the key)."""
         start = self.text_lines.get(path)
         if start is None:
             return self.line(path)
@@ -69,7 +69,9 @@ def load_yaml(path: Path, shown_as: str) -> YamlDocument:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else None
         what = " ".join(part for part in (error.context, error.problem) if part)
-        raise MappingFileError([Problem(shown_as, line, "", f"YAML syntax error: {what}")]) from None
+        raise MappingFileError(
+            [Problem(shown_as, line, "", f"YAML syntax error: {what}")]
+        ) from None
     except yaml.YAMLError as error:
         raise MappingFileError([Problem(shown_as, None, "", f"YAML error: {error}")]) from None
     finally:
@@ -90,7 +92,9 @@ def _index(node: yaml.Node, path: PathKey, doc: YamlDocument, problems: list[Pro
             line = key_node.start_mark.line + 1
             if key in seen:
                 problems.append(
-                    Problem(doc.path, line, "", f"duplicate key '{key}' (first at line {seen[key]})")
+                    Problem(
+                        doc.path, line, "", f"duplicate key '{key}' (first at line {seen[key]})"
+                    )
                 )
                 continue
             seen[key] = line
