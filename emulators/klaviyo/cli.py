@@ -19,7 +19,7 @@ def add_klaviyo_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--klaviyo-api-key",
-        default=os.environ.get("KLAVIYO_API_KEY", "pk_test"),
+        default=None,
         help="private API key clients must send (default: $KLAVIYO_API_KEY, else the sandbox key)",
     )
     group.add_argument(
@@ -43,9 +43,14 @@ def add_klaviyo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def klaviyo_from_args(args: argparse.Namespace) -> KlaviyoEmulator:
-    """An emulator configured from parsed options; not started yet."""
+    """An emulator configured from parsed options; not started yet.
+
+    The key's fallback is resolved here rather than as an argparse default, so that no help
+    formatter can ever print it.
+    """
+    api_key = args.klaviyo_api_key or os.environ.get("KLAVIYO_API_KEY") or "pk_test"
     return KlaviyoEmulator(
-        api_key=args.klaviyo_api_key,
+        api_key=api_key,
         rate_limits=args.klaviyo_rate_limits,
         time_scale=getattr(args, "time_scale", 1.0),
         job_delay=args.klaviyo_job_delay,

@@ -138,10 +138,10 @@ def validation_errors(error: ValidationError, document: Any) -> ApiError:
         if where in seen:
             continue  # a union reports one error per member: one per value is enough
         seen.add(where)
-        message = detail["msg"]
         if detail["type"] == "json_invalid":
-            message = "The request body is not valid JSON."
-        items.append(ErrorItem(400, "invalid", f"{message} at '{where}'.", where))
+            items.append(ErrorItem(400, "invalid", "The request body is not valid JSON."))
+            continue
+        items.append(ErrorItem(400, "invalid", f"{detail['msg']} at '{where}'.", where))
     return ApiError(400, items)
 
 

@@ -619,7 +619,9 @@ class KlaviyoEmulator(EmulatorServer):
 
     @route("GET", CONTROL_PREFIX + "/events")
     def _control_events(self, request: Request) -> Response:
-        return Response(200, {"events": self.events(request.arg("metric"), request.arg("email"))})
+        # Blank parameters (``?metric=&email=``) mean "any", as a form would send them.
+        events = self.events(request.arg("metric") or None, request.arg("email") or None)
+        return Response(200, {"events": events})
 
     @route("GET", CONTROL_PREFIX + "/profiles")
     def _control_profiles(self, request: Request) -> Response:
