@@ -46,9 +46,11 @@ def klaviyo_from_args(args: argparse.Namespace) -> KlaviyoEmulator:
     """An emulator configured from parsed options; not started yet.
 
     The key's fallback is resolved here rather than as an argparse default, so that no help
-    formatter can ever print it.
+    formatter can ever print it; the resolved key is written back to ``args.klaviyo_api_key`` for
+    callers that hand it on to clients.
     """
     api_key = args.klaviyo_api_key or os.environ.get("KLAVIYO_API_KEY") or "pk_test"
+    args.klaviyo_api_key = api_key
     return KlaviyoEmulator(
         api_key=api_key,
         rate_limits=args.klaviyo_rate_limits,

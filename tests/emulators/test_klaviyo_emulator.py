@@ -838,7 +838,8 @@ def test_control_endpoints_and_reset(client, klaviyo):
     assert klaviyo.variants() == []
 
 
-def test_command_line_options():
+def test_command_line_options(monkeypatch):
+    monkeypatch.delenv("KLAVIYO_API_KEY", raising=False)
     parser = argparse.ArgumentParser()
     parser.add_argument("--time-scale", type=float, default=1.0)
     add_klaviyo_arguments(parser)
@@ -847,5 +848,7 @@ def test_command_line_options():
     )
     emulator = klaviyo_from_args(args)
     assert (emulator.rate_limits, emulator.time_scale, emulator.job_delay) == (False, 30.0, 0.5)
+    assert args.klaviyo_api_key == "pk_test"  # resolved, for callers that pass it on
+    assert "pk_test" not in parser.format_help()
     with emulator as running, httpx.Client(base_url=running.url) as http:
         assert http.get("/api/profiles").status_code == 401
