@@ -95,6 +95,17 @@ class MappingEngine:
     def source_streams(self) -> list[str]:
         return list(self._streams)
 
+    @property
+    def exception_streams(self) -> frozenset[str]:
+        return frozenset(program.exceptions_stream for program in self.programs)
+
+    def key_of(self, stream: str, record: dict[str, Any]) -> str | None:
+        """The record's key as the (first) mapping of its stream names it."""
+        for rules in self._streams.get(stream, ()):
+            value = record.get(rules.key)
+            return None if value is None else str(value)
+        return None
+
     def handles(self, stream: str) -> bool:
         return stream in self._streams
 
@@ -218,6 +229,8 @@ class _RecordRun:
                 check_native(emit.value.expression(scope))
             except Exception as emit_error:  # noqa: BLE001
                 failure = locate_failure(emit.value, scope, emit_error)
+                if len(rule.emits) == 1:  # as in start-up errors, name the output if ambiguous
+                    return failure
                 return EvaluationError(f"output '{emit.stream}', {failure.where}", failure.cause)
         return EvaluationError("rule", error)
 

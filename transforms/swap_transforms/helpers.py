@@ -128,7 +128,10 @@ def iso_timestamp(value: Any) -> str | None:
         raise TypeError(msg)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    # Keep Swap's millisecond precision as it is, rather than padding it to microseconds.
+    micro = moment.microsecond
+    spec = "seconds" if not micro else "milliseconds" if not micro % 1000 else "microseconds"
+    return moment.astimezone(timezone.utc).isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 def stable_hash(*parts: Any, length: int = 32) -> str:

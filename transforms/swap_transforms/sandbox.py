@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError
@@ -105,6 +105,7 @@ def _text(value: Any) -> str:
 
 
 ENVIRONMENT = MappingEnvironment()
+_N = TypeVar("_N", bound=nodes.Node)
 GLOBAL_NAMES: frozenset[str] = frozenset(ENVIRONMENT.globals)
 
 
@@ -169,14 +170,14 @@ def check_expression(expression: nodes.Expr, known: Iterable[str]) -> list[Expre
     """Problems with names, filters, tests and private attributes in an analyst's expression."""
     known_names = set(known) | GLOBAL_NAMES
     problems: list[ExpressionError] = []
-    for name in expression.find_all(nodes.Name):
+    for name in _walk(expression, nodes.Name):
         if name.ctx == "load" and name.name not in known_names:
             problems.append(ExpressionError(_unknown("name", name.name, known_names), name.lineno))
-    for getattr_node in expression.find_all(nodes.Getattr):
+    for getattr_node in _walk(expression, nodes.Getattr):
         if getattr_node.attr.startswith("_"):
             msg = f"attribute '{getattr_node.attr}' is not allowed ('_' names are private)"
             problems.append(ExpressionError(msg, getattr_node.lineno))
-    for getitem in expression.find_all(nodes.Getitem):
+    for getitem in _walk(expression, nodes.Getitem):
         key = getitem.arg
         if (
             isinstance(key, nodes.Const)
@@ -185,7 +186,7 @@ def check_expression(expression: nodes.Expr, known: Iterable[str]) -> list[Expre
         ):
             msg = f"key '{key.value}' is not allowed (names starting with '_' are private)"
             problems.append(ExpressionError(msg, getitem.lineno))
-    for node in expression.find_all((nodes.Filter, nodes.Test)):
+    for node in _walk(expression, (nodes.Filter, nodes.Test)):
         kind = "filter" if isinstance(node, nodes.Filter) else "test"
         table = ENVIRONMENT.filters if kind == "filter" else ENVIRONMENT.tests
         if node.name not in table or node.name.startswith(ENGINE_PREFIX):
@@ -195,7 +196,14 @@ def check_expression(expression: nodes.Expr, known: Iterable[str]) -> list[Expre
 
 
 def referenced_names(expression: nodes.Expr) -> set[str]:
-    return {name.name for name in expression.find_all(nodes.Name) if name.ctx == "load"}
+    return {name.name for name in _walk(expression, nodes.Name) if name.ctx == "load"}
+
+
+def _walk(expression: nodes.Expr, kind: type[_N] | tuple[type[_N], ...]) -> Iterator[_N]:
+    """The expression's nodes of a kind, itself included (`find_all` skips the root)."""
+    if isinstance(expression, kind):
+        yield expression
+    yield from expression.find_all(kind)
 
 
 def _unknown(kind: str, name: str, candidates: Iterable[str]) -> str:

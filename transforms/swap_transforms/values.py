@@ -158,7 +158,7 @@ class Loop:
             try:
                 if self.when is not None and not self.when(child):
                     continue
-                result.append(self._body(child))
+                result.append(check_native(self._body(child)))
             except Exception as error:
                 cause = locate_failure(self.body, child, error)
                 raise EvaluationError(f"{self.label} item {index}", cause) from error

@@ -1,0 +1,241 @@
+"""`swap-transforms-preview`: what a mapping would send to Klaviyo, for analysts.
+
+Reads sample input (Singer messages as a tap prints them, JSON records one per line, or a JSON
+array of records) and prints, per source record, the events, profile updates and catalog changes
+the mapping produces and the rejections with their reasons, then a summary. `--format json`
+prints the output records themselves, one JSON object per line.
+
+    tap-swapcommerce --config tap.json | swap-transforms-preview --mapping transforms/swap_to_klaviyo.yml -
+    swap-transforms-preview --mapping transforms/swap_to_klaviyo.yml --stream returns samples.json
+
+The text format masks e-mail addresses (`a***@example.com`) so that a preview can be pasted into
+a ticket; `--show-emails` prints them as they would be sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import IO, Any
+
+from singer_sdk.contrib.msgspec import encoder
+
+from swap_transforms.engine import MappingEngine, Output
+from swap_transforms.errors import MappingFileError
+
+SINGER_TYPES = frozenset({"SCHEMA", "RECORD", "STATE", "ACTIVATE_VERSION", "BATCH"})
+EVENTS = "klaviyo_events"
+PROFILES = "klaviyo_profile_updates"
+CATALOG = "klaviyo_catalog_variants"
+
+
+class InputError(Exception):
+    """The sample input cannot be read; says where, never what (it may be personal data)."""
+
+
+def read_records(text: str, default_stream: str | None) -> Iterator[tuple[str, Any]]:
+    """(stream, record) pairs from Singer messages, JSON lines, a JSON array or one object."""
+    try:
+        whole = json.loads(text, parse_float=Decimal)
+    except ValueError:
+        pass  # several JSON documents: one per line
+    else:
+        items = whole if isinstance(whole, list) else [whole]
+        for item in items:
+            yield from _item(item, default_stream, "the input")
+        return
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line, parse_float=Decimal)
+        except ValueError:
+            msg = f"line {number} is not valid JSON"
+            raise InputError(msg) from None
+        yield from _item(item, default_stream, f"line {number}")
+
+
+def _item(item: Any, default_stream: str | None, where: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(item, dict) and isinstance(item.get("type"), str):
+        if item["type"] not in SINGER_TYPES:
+            msg = f"{where}: unknown Singer message type"
+            raise InputError(msg)
+        if item["type"] == "RECORD":
+            yield item["stream"], item["record"]
+    else:
+        yield _plain(item, default_stream, where)
+
+
+def _plain(record: Any, default_stream: str | None, where: str) -> tuple[str, Any]:
+    if not isinstance(record, dict):
+        msg = f"{where}: a record must be a JSON object"
+        raise InputError(msg)
+    if default_stream is None:
+        msg = f"{where}: plain records need --stream (the mapping reads several streams)"
+        raise InputError(msg)
+    return default_stream, record
+
+
+def mask_email(value: Any) -> str:
+    if not isinstance(value, str) or "@" not in value:
+        return str(value)
+    local, _, domain = value.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _money(value: Any, currency: Any) -> str:
+    if value is None:
+        return ""
+    return f"  value {value}{f' {currency}' if currency else ''}"
+
+
+class TextReport:
+    """Human-readable lines per source record, and the totals at the end."""
+
+    def __init__(self, out: IO[str], exceptions: frozenset[str], *, show_emails: bool) -> None:
+        self.out = out
+        self.exceptions = exceptions
+        self.show_emails = show_emails
+        self.sources = 0
+        self.counts: Counter[str] = Counter()
+        self.metrics: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.others: Counter[str] = Counter()
+        self.unmapped: Counter[str] = Counter()
+
+    def _email(self, value: Any) -> str:
+        return str(value) if self.show_emails else mask_email(value)
+
+    def record(self, stream: str, key: str | None, outputs: list[Output]) -> None:
+        self.sources += 1
+        self.out.write(f"{stream} {key if key is not None else '(no key)'}\n")
+        if not outputs:
+            self.out.write("  (nothing)\n")
+        for name, record in outputs:
+            self.out.write(f"  {self._line(name, record)}\n")
+
+    def _line(self, name: str, record: dict[str, Any]) -> str:
+        if name in self.exceptions:
+            self.counts["rejected"] += 1
+            self.reasons[record["reason"]] += 1
+            rule = f"rule '{record['rule']}': " if record.get("rule") else ""
+            detail = f": {record['detail']}" if record.get("detail") else ""
+            return f"REJECTED  {rule}{record['reason']}{detail}"
+        if name == EVENTS:
+            self.counts["events"] += 1
+            self.metrics[record["metric"]] += 1
+            value = _money(record.get("value"), record.get("value_currency"))
+            return f"event     {record['metric']:<17} {record['unique_id']}  at {record['time']}{value}"
+        if name == PROFILES:
+            self.counts["profile updates"] += 1
+            who = self._email(record.get("email") or record.get("external_id"))
+            parts = [f"profile   {who}  as of {record['as_of']}"]
+            for change in ("append", "unappend"):
+                for prop, values in (record.get(change) or {}).items():
+                    parts.append(f"{change} {prop} {json.dumps(values, default=str)}")
+            if record.get("properties"):
+                props = ", ".join(f"{k}={_shown(v)}" for k, v in record["properties"].items())
+                parts.append(f"set {props}")
+            return "; ".join(parts)
+        if name == CATALOG:
+            self.counts["catalog updates"] += 1
+            delta = record.get("inventory_delta")
+            return f"catalog   {record['variant_id']}  {delta:+}  (restock {record['restock_key']})"
+        self.others[name] += 1
+        return f"{name}  {json.dumps(record, default=str)}"
+
+    def summary(self) -> None:
+        parts = [f"{self.sources} source record(s)"]
+        for what, detail in (
+            ("events", self.metrics),
+            ("profile updates", None),
+            ("catalog updates", None),
+            ("rejected", self.reasons),
+        ):
+            by = f" ({', '.join(f'{k} {v}' for k, v in sorted(detail.items()))})" if detail else ""
+            parts.append(f"{self.counts[what]} {what}{by}")
+        parts.extend(f"{count} {name}" for name, count in sorted(self.others.items()))
+        parts.extend(
+            f"{count} record(s) of '{name}' skipped (no rules)"
+            for name, count in sorted(self.unmapped.items())
+        )
+        self.out.write("\nSummary: " + "; ".join(parts) + "\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="swap-transforms-preview",
+        description="Show what a mapping would send to Klaviyo for sample input.",
+    )
+    parser.add_argument(
+        "--mapping",
+        action="append",
+        required=True,
+        help="mapping file (repeat for several, applied in order)",
+    )
+    parser.add_argument("--stream", help="source stream of plain JSON records (e.g. returns)")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--show-emails", action="store_true", help="print e-mail addresses unmasked (text format)"
+    )
+    parser.add_argument(
+        "input",
+        nargs="?",
+        default="-",
+        help="file with Singer messages, JSON lines or a JSON array; '-' for stdin (default)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Rejections are part of the report; the engine's warning lines would only repeat them.
+    logging.getLogger("swap_transforms").setLevel(logging.ERROR)
+    try:
+        engine = MappingEngine.from_files(args.mapping)
+    except MappingFileError as error:
+        sys.stderr.write(f"swap-transforms-preview: the mapping cannot be used:\n{error}\n")
+        return 2
+    default_stream = args.stream
+    if default_stream is None and len(engine.source_streams) == 1:
+        default_stream = engine.source_streams[0]
+    try:
+        if args.input == "-":
+            return _run(engine, sys.stdin, default_stream, args)
+        with open(args.input, encoding="utf-8") as handle:
+            return _run(engine, handle, default_stream, args)
+    except (InputError, OSError) as error:
+        sys.stderr.write(f"swap-transforms-preview: {error}\n")
+        return 1
+
+
+def _run(
+    engine: MappingEngine, stream: IO[str], default_stream: str | None, args: argparse.Namespace
+) -> int:
+    out = sys.stdout
+    report = None
+    if args.format == "text":
+        report = TextReport(out, engine.exception_streams, show_emails=args.show_emails)
+    for source, record in read_records(stream.read(), default_stream):
+        if not engine.handles(source):
+            if report is not None:
+                report.unmapped[source] += 1
+            continue
+        outputs = engine.map_record(source, record)
+        if report is None:
+            for name, output in outputs:
+                out.write(encoder.encode({"stream": name, "record": output}).decode() + "\n")
+        else:
+            report.record(source, engine.key_of(source, record), outputs)
+    if report is not None:
+        report.summary()
+    return 0
