@@ -5,15 +5,15 @@ from __future__ import annotations
 import copy
 import json
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from swap_transforms.engine import MappingEngine
 
 from emulators.swap import SwapEmulator
-from swap_transforms.engine import MappingEngine
 from tests.conftest import REPO, SWAP_NOW
 
 TRANSFORMS = REPO / "transforms"
@@ -79,7 +79,8 @@ def a_return(**overrides: Any) -> dict[str, Any]:
         "exchange_items": [],
     }
     record.update(overrides)
-    return as_sdk_record(record)
+    converted: dict[str, Any] = as_sdk_record(record)
+    return converted
 
 
 def _item(
@@ -136,7 +137,7 @@ MappingWriter = Callable[..., Path]
 
 
 @pytest.fixture
-def write_mapping(tmp_path: Path) -> Iterator[MappingWriter]:
+def write_mapping(tmp_path: Path) -> MappingWriter:
     """Writes a mapping file (dedented) beside copies of the default output schemas."""
     schemas = tmp_path / "schemas"
     schemas.mkdir()
@@ -148,7 +149,7 @@ def write_mapping(tmp_path: Path) -> Iterator[MappingWriter]:
         path.write_text(textwrap.dedent(text).lstrip("\n"))
         return path
 
-    yield write
+    return write
 
 
 OUTPUTS = """\
@@ -166,9 +167,7 @@ OUTPUTS = """\
 
 
 @pytest.fixture
-def engine_for(
-    write_mapping: MappingWriter, tmp_path: Path
-) -> Callable[[str], MappingEngine]:
+def engine_for(write_mapping: MappingWriter, tmp_path: Path) -> Callable[[str], MappingEngine]:
     """An engine for a mapping body (its `definitions`/`streams` part) with standard outputs.
 
     The `plain` output accepts any object with an `id`, for tests of values and types.

@@ -8,10 +8,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
 from swap_transforms.engine import MappingEngine, mask
 from swap_transforms.errors import MappingFileError
 from swap_transforms.helpers import stable_hash
+
 from tests.transforms.conftest import FIXED_NOW, MappingWriter, a_return, as_sdk_record, clock
 
 EngineFor = Callable[[str], MappingEngine]
@@ -121,7 +121,10 @@ def test_rule_for_each_fans_out_with_a_per_item_condition(engine_for: EngineFor)
     record = a_return()
     record["return_shipments"][0]["items"][1]["restock_quantity"] = 0
     record["return_shipments"].append(
-        {"shipment_id": "s2", "items": [{"shopify_line_item_id": "l3", "sku": "S3", "restock_quantity": 2}]}
+        {
+            "shipment_id": "s2",
+            "items": [{"shopify_line_item_id": "l3", "sku": "S3", "restock_quantity": 2}],
+        }
     )
     outputs = engine.map_record("returns", record)
     assert [(stream, rec.get("id") or rec.get("unique_id")) for stream, rec in outputs] == [
@@ -162,7 +165,10 @@ def test_value_for_each_builds_nested_lists(engine_for: EngineFor) -> None:
     record["return_shipments"].append({"shipment_id": "s2", "items": []})
     [result] = plain(engine.map_record("returns", record))
     assert result["Shipments"] == [
-        {"Id": "shp_100", "Items": [{"SKU": "JKT-M-NAV", "Shipment": "shp_100", "Return": "ret_100"}]},
+        {
+            "Id": "shp_100",
+            "Items": [{"SKU": "JKT-M-NAV", "Shipment": "shp_100", "Return": "ret_100"}],
+        },
         {"Id": "s2", "Items": []},
     ]
     assert result["Skus"] == ["jkt-m-nav", "cap-os-red"]
@@ -225,7 +231,7 @@ def test_a_failing_definition_fails_each_rule_that_uses_it(engine_for: EngineFor
 def test_included_definitions(write_mapping: MappingWriter, tmp_path: Path) -> None:
     (tmp_path / "shared").mkdir()
     (tmp_path / "shared" / "base.yml").write_text(
-        "version: 1\ninclude: [more.yml]\ndefinitions:\n  rma: \"record.rma_number\"\n"
+        'version: 1\ninclude: [more.yml]\ndefinitions:\n  rma: "record.rma_number"\n'
     )
     (tmp_path / "shared" / "more.yml").write_text(
         "version: 1\ndefinitions:\n  loud_rma: \"rma | lower ~ '!'\"\n"
@@ -394,9 +400,7 @@ def test_failures_in_conditions_and_lists_are_located(engine_for: EngineFor) -> 
     details = {e["rule"]: e["detail"] for e in exceptions(engine.map_record("returns", a_return()))}
     assert details["bad_when"].startswith("when: ")
     assert details["bad_list"] == "for_each: for_each expects a list, got str (TypeError)"
-    assert details["bad_nested_item"].startswith(
-        "field 'Items' item 0: field 'Items[].Bad': "
-    )
+    assert details["bad_nested_item"].startswith("field 'Items' item 0: field 'Items[].Bad': ")
 
 
 def test_output_that_breaks_its_schema_is_an_invalid_output_exception(
@@ -469,7 +473,8 @@ def test_undefined_values_inside_lists_and_generators_are_errors(engine_for: Eng
               - name: none_in_text
                 emit: {plain: {id: "swap:{{ record.intention_date }}"}}
     """)
-    details = {e["rule"]: e["detail"] for e in exceptions(engine.map_record("returns", a_return(intention_date=None)))}
+    outputs = engine.map_record("returns", a_return(intention_date=None))
+    details = {failure["rule"]: failure["detail"] for failure in exceptions(outputs)}
     assert "no attribute 'nope'" in details["hidden_undefined"]
     assert "end it with '| list'" in details["generator"]
     assert details["none_in_text"] == (

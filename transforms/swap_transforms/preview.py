@@ -5,8 +5,8 @@ array of records) and prints, per source record, the events, profile updates and
 the mapping produces and the rejections with their reasons, then a summary. `--format json`
 prints the output records themselves, one JSON object per line.
 
-    tap-swapcommerce --config tap.json | swap-transforms-preview --mapping transforms/swap_to_klaviyo.yml -
-    swap-transforms-preview --mapping transforms/swap_to_klaviyo.yml --stream returns samples.json
+    tap-swapcommerce --config tap.json | swap-transforms-preview --mapping swap_to_klaviyo.yml -
+    swap-transforms-preview --mapping swap_to_klaviyo.yml --stream returns samples.json
 
 The text format masks e-mail addresses (`a***@example.com`) so that a preview can be pasted into
 a ticket; `--show-emails` prints them as they would be sent.
@@ -134,7 +134,8 @@ class TextReport:
             self.counts["events"] += 1
             self.metrics[record["metric"]] += 1
             value = _money(record.get("value"), record.get("value_currency"))
-            return f"event     {record['metric']:<17} {record['unique_id']}  at {record['time']}{value}"
+            metric, unique_id, time = record["metric"], record["unique_id"], record["time"]
+            return f"event     {metric:<17} {unique_id}  at {time}{value}"
         if name == PROFILES:
             self.counts["profile updates"] += 1
             who = self._email(record.get("email") or record.get("external_id"))

@@ -208,7 +208,7 @@ class _Loader:
             site = Site(self.doc, ("streams", stream), f"stream '{stream}'")
             self.program.streams[stream] = self._stream(stream, raw, site)
         if self.problems:
-            self.problems.sort(key=lambda problem: (problem.file != self.doc.path, problem.line or 0))
+            self.problems.sort(key=lambda p: (p.file != self.doc.path, p.line or 0))
             raise MappingFileError(self.problems)
         return self.program
 
