@@ -152,10 +152,10 @@ def structure_problems(doc: YamlDocument, *, definitions_only: bool) -> list[Pro
     if definitions_only:
         validator = validator.evolve(schema=validator.schema["$defs"]["definitions_file"])
     problems = []
-    for error in sorted(validator.iter_errors(doc.data), key=lambda e: list(map(str, e.path))):
+    for error in validator.iter_errors(doc.data):
         path = tuple(error.absolute_path)
         problems.append(Problem(doc.path, doc.line(path), _where(doc.data, path), _message(error)))
-    return problems
+    return sorted(problems, key=lambda problem: (problem.line or 0, problem.message))
 
 
 def _where(data: Any, path: tuple[Any, ...]) -> str:
@@ -208,7 +208,7 @@ class _Loader:
             site = Site(self.doc, ("streams", stream), f"stream '{stream}'")
             self.program.streams[stream] = self._stream(stream, raw, site)
         if self.problems:
-            self.problems.sort(key=lambda p: (p.file != self.doc.path, p.line or 0))
+            self.problems.sort(key=lambda p: (p.file != self.doc.path, p.file, p.line or 0))
             raise MappingFileError(self.problems)
         return self.program
 

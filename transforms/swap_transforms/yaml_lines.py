@@ -61,6 +61,7 @@ def load_yaml(path: Path, shown_as: str) -> YamlDocument:
         node = loader.get_single_node()
         if node is not None:
             problems: list[Problem] = []
+            document.lines[()] = node.start_mark.line + 1
             _index(node, (), document, problems)
             if problems:
                 raise MappingFileError(problems)
