@@ -303,7 +303,7 @@ def test_checks_reject_the_record_and_stop_its_rules(engine_for: EngineFor) -> N
         "source_key": "ret_100",
         "rule": None,
         "reason": "missing_email",
-        "detail": "return *** has no e-mail",  # record text is masked even in details
+        "detail": "return SW-100 has no e-mail",
         "source_updated_at": "2026-03-06T16:00:00Z",
         "occurred_at": FIXED_NOW,
     }
@@ -453,9 +453,19 @@ def test_details_never_quote_personal_data(engine_for: EngineFor) -> None:
 
 
 def test_mask_hides_record_text_and_addresses_but_keeps_the_key() -> None:
-    record = {"id": "ret_1", "name": "Maria Lopez", "nested": [{"email": " Maria@Example.org "}]}
-    text = "ret_1: 'maria lopez' <maria@example.org> other@example.com MARIA@EXAMPLE.ORG"
-    assert mask(text, record, keep="ret_1") == "ret_1: '***' <***> *** ***"
+    record = {
+        "id": "ret_1",
+        "name": "Maria Lopez",
+        "nested": [{"email": " Maria@Example.org ", "reason": "Too big"}],
+    }
+    text = (
+        "'ret_1': 'maria lopez' \"Lopez\" <maria@example.org> other@example.com "
+        "MARIA@EXAMPLE.ORG, 'dict object' has no attribute 'name' (Range too big)"
+    )
+    assert mask(text, record, keep="ret_1") == (
+        "'ret_1': '***' \"***\" <***> *** ***, 'dict object' has no attribute 'name' "
+        "(Range too big)"
+    )
     assert mask("x" * 600, {}).endswith("…")
     assert len(mask("x" * 600, {})) == 500
 

@@ -42,7 +42,8 @@ Output = tuple[str, dict[str, Any]]
 
 logger = logging.getLogger(__name__)
 
-_EMAIL = re.compile(r"[^\s@'\"<>()]+@[^\s@'\"<>()]+")
+_QUOTED = re.compile(r"""(['"])(.*?)\1""")
+_EMAIL = re.compile(r"[^\s@'\"<>(),;]+@[^\s@'\"<>(),;]+")
 
 
 def utc_now() -> str:
@@ -266,21 +267,24 @@ class _RecordRun:
 
 
 def mask(text: str, record: Any, keep: str | None = None) -> str:
-    """`text` with every string of `record` (and any e-mail address) masked, shortened.
+    """`text` with quoted record values and e-mail addresses masked, and shortened.
 
-    Error messages of expressions can quote the value they failed on (Jinja names a missing key,
-    Python quotes an unparsable literal), and those values may be personal data. The record's
-    key is kept: it is what an operator needs to find the record, and it is logged anyway.
+    Error messages quote the value they failed on (Jinja names a missing key, Python shows an
+    unparsable literal with repr), and those values may be personal data. A quoted part that
+    holds text of the record, or is part of it, becomes '***'; messages' own words (a field
+    name, a type) stay readable. The record's key is kept: operators need it to find the record.
     """
-    secrets = sorted(
-        {value for value in _strings(record) if len(value) >= 3 and value != keep},
-        key=len,
-        reverse=True,
-    )
-    if secrets:
-        pattern = re.compile("|".join(re.escape(value) for value in secrets), re.IGNORECASE)
-        text = pattern.sub("***", text)
-    text = _EMAIL.sub("***", text)
+    values = {value.lower() for value in _strings(record) if len(value) >= 3 and value != keep}
+
+    def hide(match: re.Match[str]) -> str:
+        quote, inner = match.group(1), match.group(2).lower()
+        if any(value in inner for value in values) or (
+            len(inner) >= 4 and any(inner in value for value in values)
+        ):
+            return f"{quote}***{quote}"
+        return match.group(0)
+
+    text = _EMAIL.sub("***", _QUOTED.sub(hide, text))
     return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "…"
 
 

@@ -1,0 +1,99 @@
+"""Escape attempts: refused when the mapping loads, or failing on the record as an exception."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import pytest
+from swap_transforms.engine import MappingEngine
+from swap_transforms.errors import MappingFileError
+
+from tests.transforms.conftest import a_return
+
+EngineFor = Callable[[str], MappingEngine]
+
+
+def single_field(expression: str) -> str:
+    return f"""
+        streams:
+          returns:
+            key: return_id
+            rules:
+              - name: attempt
+                emit:
+                  plain:
+                    id: x
+                    value: "{expression}"
+    """
+
+
+@pytest.mark.parametrize(
+    ("expression", "refusal"),
+    [
+        ("{{ ''.__class__.__mro__ }}", "attribute '__class__' is not allowed"),
+        ("{{ cycler.__init__.__globals__ }}", "unknown name 'cycler'"),
+        ("{{ self }}", "unknown name 'self'"),
+        ("{{ self._TemplateReference__context }}", "unknown name 'self'"),
+        ("{{ lipsum(n=100000) }}", "unknown name 'lipsum'"),
+        ("{{ namespace(a=record) }}", "unknown name 'namespace'"),
+        ("{{ joiner() }}", "unknown name 'joiner'"),
+        ("{{ config }}", "unknown name 'config'"),
+        ("{{ record['__class__'] }}", "key '__class__' is not allowed"),
+        ("{{ record._private }}", "attribute '_private' is not allowed"),
+        ("{{ range.__self__ }}", "attribute '__self__' is not allowed"),
+        ("{{ money.__globals__['os'] }}", "attribute '__globals__' is not allowed"),
+        ("{{ record | _text }}", "unknown filter '_text'"),
+        ("{{ _loop0(record) }}", "unknown name '_loop0'"),
+    ],
+)
+def test_refused_when_the_mapping_loads(
+    engine_for: EngineFor, expression: str, refusal: str
+) -> None:
+    with pytest.raises(MappingFileError) as error:
+        engine_for(single_field(expression))
+    assert refusal in str(error.value)
+    assert "rule 'attempt', field 'value'" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("expression", "failure"),
+    [
+        ("{{ range(10**9) | list }}", "Range too big"),
+        ("{{ 10 ** 1000 }}", "exponents above 64 are not allowed"),
+        ("{{ 'x' * 1000000000 }}", "would build a sequence longer than 100000"),
+        ("{{ [1, 2] * 1000000 }}", "would build a sequence longer than 100000"),
+        ("{{ record.update({'return_id': 'changed'}) }}", "is unsafe"),
+        ("{{ record.return_shipments.append(1) }}", "is unsafe"),
+        ("{{ record.type.pop() }}", "is unsafe"),
+        ("{{ record.return_shipments[0]['items'][0].clear() }}", "is unsafe"),
+        ("{{ (record | return_items)[0].update({'sku': 1}) }}", "is unsafe"),
+        ("{{ record | attr('__class__') }}", "is unsafe"),
+        ("{{ record | map(attribute='__class__') | list }}", "is unsafe"),
+        ("{{ '{0.__class__}'.format(record) }}", "is unsafe"),
+        ("{{ dict.mro() }}", "is unsafe"),
+    ],
+)
+def test_refused_on_the_record_without_touching_it(
+    engine_for: EngineFor, expression: str, failure: str
+) -> None:
+    engine = engine_for(single_field(expression))
+    record = a_return()
+    before = copy.deepcopy(record)
+    [(stream, exception)] = engine.map_record("returns", record)
+    assert stream == "integration_exceptions"
+    assert exception["reason"] == "mapping_error"
+    assert exception["rule"] == "attempt"
+    assert failure in exception["detail"]
+    assert record == before
+
+
+def test_the_sandbox_still_allows_ordinary_expressions(engine_for: EngineFor) -> None:
+    engine = engine_for(
+        single_field(
+            "{{ record.type | join('/') ~ ':' ~ range(3) | sum ~ ':' ~ "
+            "(record.customer_name.split(' ') | first | upper) ~ ':' ~ (2 ** 10) }}"
+        )
+    )
+    [(_, output)] = engine.map_record("returns", a_return())
+    assert output["value"] == "Refund:3:MARIA:1024"
