@@ -10,7 +10,7 @@ to walk through rows that share one timestamp, and rows already emitted with the
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from singer_sdk.pagination import BaseAPIPaginator
@@ -24,7 +24,9 @@ class PageToken(NamedTuple):
 
 
 def parse_timestamp(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    """Swap's ISO 8601 timestamps; a naive one (a bare start_date) is taken as UTC."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 class KeysetPaginator(BaseAPIPaginator[PageToken]):

@@ -21,7 +21,7 @@ from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 from singer_sdk.streams import Stream
 
 from tap_swapcommerce.client import SwapStream
-from tap_swapcommerce.pagination import KeysetPaginator, PageToken
+from tap_swapcommerce.pagination import KeysetPaginator, PageToken, parse_timestamp
 from tap_swapcommerce.validation import RecordValidator
 
 #: Each stream's JSON Schema is ``schemas/<stream name>.json``.
@@ -67,19 +67,23 @@ class ReturnsStream(SwapStream):
         return params
 
     def _start_since(self) -> str | None:
-        """Where this sync starts: the oldest bookmark of the selected streams, less the lookback.
+        """Where this sync starts: the selected streams' oldest bookmark, less the lookback.
 
-        The child streams are cut from this stream's pages, so when only some of them are
-        selected their bookmarks decide how far back to read.
+        A child stream with a bookmark was read from the same pages as this stream, so this
+        stream's bookmark stands for it; a child without one (newly selected) is read from the
+        start, and when only children are selected their own bookmarks decide.
         """
         starts = []
         for stream in (self, *self.child_streams):
             if not stream.selected:
                 continue
-            start = stream.get_starting_timestamp(None)
-            if start is None:
+            bookmark = stream.stream_state.get("replication_key_value")
+            if bookmark and stream is not self and self.selected:
+                continue
+            start = bookmark or self.config.get("start_date")
+            if not start:
                 return None
-            starts.append(start)
+            starts.append(parse_timestamp(str(start)))
         if not starts:
             return None
         since = min(starts) - timedelta(minutes=int(self.config.get("lookback_minutes", 15)))
@@ -123,10 +127,16 @@ class ReturnsStream(SwapStream):
             yield {"returns_page": self._page_number}
 
     def finalize_state_progress_markers(self, state: dict | None = None) -> None:
-        """Close the child streams' bookmarks too: the SDK finalizes top-level streams only."""
-        for child in self.child_streams:
-            child.finalize_state_progress_markers()
+        """Make sure the final STATE carries the child streams' finalized bookmarks.
+
+        The SDK finalizes the children here but writes STATE only if this stream's own state
+        changed since its last message; without one more message the children's bookmarks would
+        stay progress markers, and the next run would read everything again.
+        """
         super().finalize_state_progress_markers(state)
+        if any(child.selected for child in self.child_streams):
+            self.state_manager.is_flushed = False
+            self._write_state_message()
 
 
 class DerivedStream(Stream):
