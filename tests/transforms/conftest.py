@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from swap_transforms.engine import MappingEngine
 
 from emulators.swap import SwapEmulator
+from swap_transforms.engine import MappingEngine
 from tests.conftest import REPO, SWAP_NOW
 
 TRANSFORMS = REPO / "transforms"

@@ -8,10 +8,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
 from swap_transforms.engine import MappingEngine, mask
 from swap_transforms.errors import MappingFileError
 from swap_transforms.helpers import stable_hash
-
 from tests.transforms.conftest import FIXED_NOW, MappingWriter, a_return, as_sdk_record, clock
 
 EngineFor = Callable[[str], MappingEngine]

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from swap_transforms import helpers
 
+from swap_transforms import helpers
 from tests.transforms.conftest import a_return, items_of
 
 

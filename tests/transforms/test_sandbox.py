@@ -6,9 +6,9 @@ import copy
 from collections.abc import Callable
 
 import pytest
+
 from swap_transforms.engine import MappingEngine
 from swap_transforms.errors import MappingFileError
-
 from tests.transforms.conftest import a_return
 
 EngineFor = Callable[[str], MappingEngine]

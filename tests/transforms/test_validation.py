@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from swap_transforms.engine import MappingEngine
 from swap_transforms.errors import MappingFileError
-
 from tests.transforms.conftest import MappingWriter
 
 HEADER = """\
