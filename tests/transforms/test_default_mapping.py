@@ -136,7 +136,8 @@ def check_events(record: dict[str, Any], email: str, outputs: Outputs) -> None:
     for metric, stage in (("Return Processed", "processed"), ("Return Cancelled", "cancelled")):
         for event in events(outputs, metric):
             assert event["unique_id"] == f"swap:{return_id}:{stage}"
-            assert instant(event["time"]) == instant(record["date_closed"] or updated.isoformat())
+            closed = record["date_closed"] or record["date_updated"]
+            assert instant(event["time"]) == instant(closed)
     for event in events(outputs, "Return Processed"):
         refund = record["total_refund_value_customer_currency"]
         assert event["properties"]["RefundAmount"] == cents(refund)
