@@ -1,0 +1,46 @@
+"""``python -m target_klaviyo.report LEDGER_URL OUTPUT.html [--since ISO]``.
+
+A scheduled job (or a person) builds the page and gets the summary on stdout in one command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from target_klaviyo.ledger import as_utc
+from target_klaviyo.report.render import build_report
+from target_klaviyo.report.summary import terminal_summary
+
+
+def _since(value: str) -> datetime:
+    moment = as_utc(value)
+    assert moment is not None
+    return moment
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m target_klaviyo.report",
+        description="Build the Swap -> Klaviyo delivery health report from the delivery ledger.",
+    )
+    parser.add_argument("ledger_url", help="SQLAlchemy URL of the ledger, e.g. sqlite:///ledger.db")
+    parser.add_argument("output", type=Path, help="HTML file to write")
+    parser.add_argument(
+        "--since", type=_since, help="only records from this ISO time on (UTC if no offset)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        data = build_report(args.ledger_url, args.output, since=args.since)
+    except FileNotFoundError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    sys.stdout.write(f"{terminal_summary(data)}\n  Report: {args.output}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

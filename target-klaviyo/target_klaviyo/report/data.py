@@ -1,0 +1,136 @@
+"""What the health report shows, computed once and rendered twice (HTML page and terminal).
+
+Keeping the numbers apart from their presentation lets the page, the terminal summary and the
+tests agree on one set of figures. Every string that came from the ledger is already masked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+#: Reasons from the profile-integrity check: the event reached (or would reach) the wrong profile.
+MISMATCH_REASONS = ("new_profile", "suppressed_profile")
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Time from the Swap update (``source_time``) to Klaviyo's acceptance, over accepted events.
+
+    Percentiles use the nearest-rank method, so each figure is an event's actual latency.
+    """
+
+    count: int
+    median: timedelta
+    p95: timedelta
+    worst: timedelta
+
+
+@dataclass(frozen=True)
+class AcceptedSeries:
+    """Accepted events per metric in regular time buckets (hours, days or weeks)."""
+
+    bucket: str
+    starts: tuple[datetime, ...]
+    counts: dict[str, tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class ReasonCount:
+    """One set-aside reason: how many records and returns it holds back, and what to do."""
+
+    reason: str
+    records: int
+    returns: int
+    guidance: str
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    """A record that did not (or not cleanly) reach Klaviyo, as its newest ledger row says."""
+
+    reason: str
+    outcome: str
+    detail: str | None
+    source_id: str | None
+    metric: str | None
+    stream: str
+    customer: str | None
+    when: datetime
+    first_seen: datetime
+    times_seen: int
+    replayed_at: datetime | None
+    delivered_later: bool
+
+
+@dataclass(frozen=True)
+class OpenReturnsRow:
+    """A customer the connector flags with open returns (``swap_open_returns``)."""
+
+    customer: str
+    open_returns: tuple[str, ...]
+    as_of: datetime | None
+    latest_status: str
+    newer_update_unknown: bool
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One target run and the counts its summary recorded."""
+
+    run_id: str
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    accepted: int | None
+    deduplicated: int | None
+    set_aside: int | None
+    requests: int | None
+    retries: int | None
+    throttled: int | None
+
+    @property
+    def duration(self) -> timedelta | None:
+        return None if self.finished_at is None else self.finished_at - self.started_at
+
+
+@dataclass
+class ReportData:
+    """Every figure and table of one report."""
+
+    generated_at: datetime
+    ledger: str
+    since: datetime | None
+    first_recorded: datetime | None = None
+    last_recorded: datetime | None = None
+    total_rows: int = 0
+    accepted_by_stream: dict[str, int] = field(default_factory=dict)
+    accepted_by_metric: dict[str, int] = field(default_factory=dict)
+    series: AcceptedSeries | None = None
+    latency: LatencyStats | None = None
+    latency_seconds: list[float] = field(default_factory=list)
+    reasons: list[ReasonCount] = field(default_factory=list)
+    set_aside: list[RecordRow] = field(default_factory=list)
+    set_aside_total: int = 0
+    outstanding_total: int = 0
+    returns_affected: int = 0
+    set_aside_shown_limit: int = 0
+    resolved_later: int = 0
+    mismatched: list[RecordRow] = field(default_factory=list)
+    open_returns: list[OpenReturnsRow] = field(default_factory=list)
+    profiles_closed: int = 0
+    profiles_without_payload: int = 0
+    runs: list[RunRow] = field(default_factory=list)
+
+    @property
+    def accepted_events(self) -> int:
+        return sum(self.accepted_by_metric.values())
+
+    @property
+    def empty(self) -> bool:
+        """Nothing recorded yet (in the window): the page says so instead of empty charts."""
+        return self.total_rows == 0 and not self.runs
+
+    @property
+    def last_run(self) -> RunRow | None:
+        return self.runs[0] if self.runs else None

@@ -1,0 +1,67 @@
+"""The report in a few plain-text lines, for the end of a scheduled job's log or a terminal.
+
+Logs are kept longer and read by more people than the report, so the summary names reasons and
+counts, never a customer: identities stay on the page, masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from target_klaviyo.report.data import ReportData
+from target_klaviyo.report.formatting import duration, number, timestamp
+
+_TOP = 4
+
+
+def _top(counts: Mapping[str, int]) -> str:
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = ", ".join(f"{name} {number(count)}" for name, count in items[:_TOP])
+    if len(items) > _TOP:
+        shown += f", {len(items) - _TOP} more"
+    return shown
+
+
+def terminal_summary(data: ReportData) -> str:
+    """A short summary of ``data``: what was delivered, what was not, and how the runs went."""
+    window = f"since {timestamp(data.since)}" if data.since else "all records"
+    generated = timestamp(data.generated_at)
+    lines = [f"Swap -> Klaviyo delivery health ({window}; generated {generated})"]
+    if data.empty:
+        lines.append("  Nothing delivered yet: the ledger has no records and no runs.")
+        return "\n".join(lines)
+    accepted = f"  Events accepted: {number(data.accepted_events)}"
+    if data.accepted_by_metric:
+        accepted += f" ({_top(data.accepted_by_metric)})"
+    lines.append(accepted)
+    if data.latency is not None:
+        lines.append(
+            f"  Latency Swap update -> Klaviyo: median {duration(data.latency.median)}, "
+            f"p95 {duration(data.latency.p95)}, worst {duration(data.latency.worst)} "
+            f"({number(data.latency.count)} events)"
+        )
+    if data.outstanding_total:
+        lines.append(
+            f"  NOT delivered: {number(data.outstanding_total)} records "
+            f"for {number(data.returns_affected)} returns"
+        )
+    else:
+        lines.append("  Nothing set aside: every record reached Klaviyo")
+    if data.reasons:
+        by_reason = {r.reason: r.records for r in data.reasons}
+        lines.append(f"    set aside by reason: {_top(by_reason)}")
+    if data.mismatched:
+        mismatched: dict[str, int] = {}
+        for row in data.mismatched:
+            mismatched[row.reason] = mismatched.get(row.reason, 0) + 1
+        lines.append(f"  Mismatched profiles: {number(len(data.mismatched))} ({_top(mismatched)})")
+    lines.append(
+        f"  Customers flagged with open returns (kept payloads): {number(len(data.open_returns))}"
+    )
+    last = data.last_run
+    if last is not None:
+        lines.append(
+            f"  Last run: {last.status}, started {timestamp(last.started_at)}, "
+            f"{number(last.retries)} retries, {number(last.throttled)} x 429"
+        )
+    return "\n".join(lines)
