@@ -1,0 +1,184 @@
+"""The Singer mapper: messages in, messages out, in-process through its class and as a program."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from singer_sdk.contrib.msgspec import encoder
+from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.singerlib.exceptions import InvalidInputLine
+
+from swap_transforms.mapper import SwapTransformsMapper
+from tests.transforms.conftest import DEFAULT_MAPPING, TRANSFORMS, a_return
+
+SWAP_TRANSFORMS = Path(sys.executable).parent / "swap-transforms"
+
+
+def schema(stream: str) -> dict[str, Any]:
+    return {"type": "SCHEMA", "stream": stream, "schema": {"type": "object"}, "key_properties": []}
+
+
+def record(stream: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "RECORD", "stream": stream, "record": data}
+
+
+def state(value: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "STATE", "value": value}
+
+
+def lines(*messages: dict[str, Any]) -> str:
+    """Singer lines as a tap writes them (Decimal amounts as JSON numbers)."""
+    return "".join(encoder.encode(message).decode() + "\n" for message in messages)
+
+
+def run_in_process(text: str, capsysbinary: pytest.CaptureFixture[bytes]) -> list[dict[str, Any]]:
+    mapper = SwapTransformsMapper(config={"mapping_files": [str(DEFAULT_MAPPING)]})
+    capsysbinary.readouterr()
+    mapper.listen(io.StringIO(text))
+    out = capsysbinary.readouterr().out.decode()
+    return [json.loads(line, parse_float=Decimal) for line in out.splitlines()]
+
+
+def test_messages_flow_through_in_order(
+    capsysbinary: pytest.CaptureFixture[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    first = a_return(return_id="ret_1", rma_number="SW-1")
+    rejected = a_return(return_id="ret_2", customer_email="nobody")
+    text = lines(
+        schema("returns"),
+        schema("returns"),
+        schema("return_items"),
+        record("returns", first),
+        record("return_items", {"id": 1}),
+        state({"bookmarks": {"returns": {"replication_key_value": "2026-03-06T16:00:00Z"}}}),
+        {"type": "ACTIVATE_VERSION", "stream": "returns", "version": 3},
+        {"type": "BATCH", "stream": "returns", "encoding": {"format": "jsonl"}, "manifest": []},
+        record("returns", rejected),
+        record("return_items", {"id": 2}),
+        state({"bookmarks": {"returns": {"replication_key_value": "2026-03-07T00:00:00Z"}}}),
+    )
+    out = run_in_process(text, capsysbinary)
+    kinds = [(m["type"], m.get("stream")) for m in out]
+
+    schemas = [m for m in out if m["type"] == "SCHEMA"]
+    assert sorted(m["stream"] for m in schemas) == [
+        "integration_exceptions",
+        "klaviyo_catalog_variants",
+        "klaviyo_events",
+        "klaviyo_profile_updates",
+    ]
+    for message in schemas:
+        declared = json.loads((TRANSFORMS / "schemas" / f"{message['stream']}.json").read_text())
+        assert message["schema"] == declared
+        first_record = kinds.index(("RECORD", message["stream"]))
+        assert out.index(message) < first_record
+    keys = {m["stream"]: m["key_properties"] for m in schemas}
+    assert keys["klaviyo_events"] == ["unique_id"]
+    assert keys["integration_exceptions"] == ["exception_id"]
+
+    states = [i for i, m in enumerate(out) if m["type"] == "STATE"]
+    assert [out[i]["value"] for i in states] == [
+        {"bookmarks": {"returns": {"replication_key_value": "2026-03-06T16:00:00Z"}}},
+        {"bookmarks": {"returns": {"replication_key_value": "2026-03-07T00:00:00Z"}}},
+    ]
+    before_first_state = out[: states[0]]
+    between = out[states[0] + 1 : states[1]]
+    assert {m["record"]["source_id"] for m in before_first_state if m["type"] == "RECORD"} == {
+        "ret_1"
+    }
+    assert [(m["stream"], m["record"]["reason"]) for m in between] == [
+        ("integration_exceptions", "invalid_email")
+    ]
+    assert states[1] == len(out) - 1
+    assert {m["type"] for m in out} == {"SCHEMA", "RECORD", "STATE"}
+    assert "return_items" not in {m.get("stream") for m in out}
+    dropped = [r for r in caplog.records if "'return_items' has no mapping rules" in r.message]
+    assert len(dropped) == 1
+    assert dropped[0].levelno == logging.INFO
+
+
+def test_numbers_stay_numbers(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    out = run_in_process(lines(schema("returns"), record("returns", a_return())), capsysbinary)
+    started = next(
+        m for m in out if m["type"] == "RECORD" and m["record"].get("metric") == "Return Started"
+    )
+    assert started["record"]["value"] == Decimal("80.50")
+    assert started["record"]["properties"]["Items"][0]["Quantity"] == 1
+
+
+def test_a_record_before_its_schema_still_gets_schemas(
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    out = run_in_process(lines(record("returns", a_return())), capsysbinary)
+    assert out[0]["type"] == "SCHEMA"
+    assert len([m for m in out if m["type"] == "SCHEMA"]) == 4
+
+
+def test_an_unreadable_line_stops_without_quoting_it(
+    capsysbinary: pytest.CaptureFixture[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    mapper = SwapTransformsMapper(config={"mapping_files": [str(DEFAULT_MAPPING)]})
+    with pytest.raises(InvalidInputLine) as error:
+        mapper.listen(io.StringIO('{"customer_email": "maria@example.org", \n'))
+    assert "maria" not in str(error.value)
+    assert "maria" not in caplog.text
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ConfigValidationError) as error:
+        SwapTransformsMapper(config={})
+    assert error.value.errors == ["'mapping_files' is a required property"]
+
+
+def test_the_executable_with_a_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    # Relative to the current directory, as Meltano runs plugins from the project root.
+    relative = DEFAULT_MAPPING.relative_to(TRANSFORMS.parent)
+    config.write_text(json.dumps({"mapping_files": [str(relative)]}))
+    returns = [a_return(return_id=f"ret_{n}", rma_number=f"SW-{n}") for n in range(3)]
+    text = lines(
+        schema("returns"),
+        *(record("returns", r) for r in returns),
+        state({"bookmarks": {"returns": {"replication_key_value": "x"}}}),
+    )
+    result = subprocess.run(
+        [str(SWAP_TRANSFORMS), "--config", str(config)],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        cwd=TRANSFORMS.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    out = [json.loads(line, parse_float=Decimal) for line in result.stdout.splitlines()]
+    records = [m for m in out if m["type"] == "RECORD"]
+    events = [m["record"] for m in records if m["stream"] == "klaviyo_events"]
+    started = [e for e in events if e["metric"] == "Return Started"]
+    assert [e["unique_id"] for e in started] == [f"swap:ret_{n}:started" for n in range(3)]
+    assert out[-1] == {
+        "type": "STATE",
+        "value": {"bookmarks": {"returns": {"replication_key_value": "x"}}},
+    }
+    assert "maria" not in result.stderr.lower()
+
+
+def test_about_lists_the_setting() -> None:
+    result = subprocess.run(
+        [str(SWAP_TRANSFORMS), "--about", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    about = json.loads(result.stdout)
+    assert "mapping_files" in about["settings"]["properties"]
