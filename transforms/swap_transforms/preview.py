@@ -89,7 +89,9 @@ def mask_email(value: Any) -> str:
 
 
 def _shown(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, default=str)
+    if isinstance(value, (str, Decimal)):
+        return str(value)
+    return json.dumps(value, default=str)
 
 
 def _money(value: Any, currency: Any) -> str:

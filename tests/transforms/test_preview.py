@@ -1,0 +1,168 @@
+"""`swap-transforms-preview`, run as analysts run it: a program reading a file or a pipe."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from singer_sdk.contrib.msgspec import encoder
+
+from emulators.swap import SwapEmulator
+from swap_transforms.engine import MappingEngine
+from tests.conftest import SWAP_NOW
+from tests.transforms.conftest import DEFAULT_MAPPING, MappingWriter, a_return, with_items
+
+BIN = Path(sys.executable).parent
+PREVIEW = BIN / "swap-transforms-preview"
+
+
+def preview(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(PREVIEW), "--mapping", str(DEFAULT_MAPPING), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def singer_lines(*records: dict[str, Any]) -> str:
+    messages: list[dict[str, Any]] = [
+        {"type": "SCHEMA", "stream": "returns", "schema": {}, "key_properties": ["return_id"]}
+    ]
+    messages += [{"type": "RECORD", "stream": "returns", "record": r} for r in records]
+    messages.append({"type": "STATE", "value": {"bookmarks": {}}})
+    return "".join(encoder.encode(message).decode() + "\n" for message in messages)
+
+
+def samples() -> list[dict[str, Any]]:
+    partial = with_items(
+        a_return(return_id="ret_2", rma_number="SW-2", return_status="Open"),
+        {"refunded_at": "2026-03-07T10:00:00Z", "refund_amount": 10},
+        {"restock_quantity": 0},
+    )
+    return [a_return(), a_return(return_id="ret_3", customer_email="nobody"), partial]
+
+
+def test_singer_messages_from_a_pipe() -> None:
+    result = preview("-", stdin=singer_lines(*samples()))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "returns ret_100\n" in out
+    assert (
+        "  event     Return Started    swap:ret_100:started  at 2026-03-01T09:00:00Z  "
+        "value 80.50 EUR\n"
+    ) in out
+    assert "  event     Refunded Order    swap:ret_2:refund:2026-03-07T10:00:00Z  at " in out
+    assert (
+        "  catalog   $custom:::$default:::JKT-M-NAV  +1  "
+        "(restock swap:ret_100:l1:2026-03-05T10:00:00Z)\n"
+    ) in out
+    assert "  profile   m***@example.org  as of 2026-03-01T09:00:00Z; unappend " in out
+    assert 'append swap_open_returns ["SW-2"]' in out
+    assert "swap_last_return_status=completed" in out
+    assert "returns ret_3\n  REJECTED  invalid_email: customer_email is not a valid" in out
+    summary = out.strip().splitlines()[-1]
+    assert summary.startswith("Summary: 3 source record(s); 14 events (")
+    assert "Refunded Order 3, Return Inspected 2" in summary
+    assert "; 2 profile updates; 3 catalog updates; 1 rejected (invalid_email 1)" in summary
+    assert "maria" not in out.lower()
+
+
+def test_show_emails() -> None:
+    result = preview("--show-emails", "-", stdin=singer_lines(a_return()))
+    assert "profile   maria.lopez@example.org  as of" in result.stdout
+
+
+def test_plain_records_as_a_json_array_or_lines(tmp_path: Path) -> None:
+    array = tmp_path / "returns.json"
+    array.write_text(encoder.encode(samples()).decode())
+    by_array = preview("--stream", "returns", str(array))
+    jsonl = tmp_path / "returns.jsonl"
+    jsonl.write_text("".join(encoder.encode(r).decode() + "\n\n" for r in samples()))
+    by_lines = preview(str(jsonl))  # one source stream in the mapping: --stream is optional
+    assert by_array.returncode == by_lines.returncode == 0
+    assert by_array.stdout == by_lines.stdout
+    assert by_array.stdout == preview("-", stdin=singer_lines(*samples())).stdout
+
+
+def test_json_format_prints_the_output_records() -> None:
+    records = samples()
+    result = preview("--format", "json", "-", stdin=singer_lines(*records))
+    assert result.returncode == 0, result.stderr
+    printed = [json.loads(line, parse_float=Decimal) for line in result.stdout.splitlines()]
+    engine = MappingEngine.from_files([str(DEFAULT_MAPPING)])
+    expected = [
+        {"stream": stream, "record": record}
+        for r in records
+        for stream, record in engine.map_record("returns", r)
+    ]
+    strip = [{**p, "record": {**p["record"], "occurred_at": None}} for p in printed]
+    assert strip == [{**e, "record": {**e["record"], "occurred_at": None}} for e in expected]
+    assert any(p["record"].get("reason") == "invalid_email" for p in printed)
+
+
+def test_bad_mapping_and_bad_input(write_mapping: MappingWriter, tmp_path: Path) -> None:
+    broken = write_mapping("version: 1\noutputs: {}\nstreams: {returns: {key: id, rules: []}}\n")
+    result = subprocess.run(
+        [str(PREVIEW), "--mapping", str(broken), "-"],
+        input="",
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert f"{broken}:1: exceptions stream 'integration_exceptions' is not declared" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    garbled = singer_lines(a_return()) + '{"customer_email": "maria@example.org",\n'
+    result = preview("-", stdin=garbled)
+    assert result.returncode == 1
+    assert result.stderr == "swap-transforms-preview: line 4 is not valid JSON\n"
+    result = preview(str(tmp_path / "absent.json"))
+    assert result.returncode == 1
+    assert "absent.json" in result.stderr
+
+
+def test_piped_from_the_real_tap(tmp_path: Path) -> None:
+    with SwapEmulator(
+        returns=25, seed=13, now=SWAP_NOW, api_key="k", store_id="s", rate_limit_per_minute=None
+    ) as swap:
+        config = tmp_path / "tap.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "api_url": swap.url,
+                    "api_key": "k",
+                    "store_id": "s",
+                    "start_date": "2020-01-01T00:00:00Z",
+                }
+            )
+        )
+        with subprocess.Popen(
+            [str(BIN / "tap-swapcommerce"), "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        ) as tap:
+            assert tap.stdout is not None
+            result = subprocess.run(
+                [str(PREVIEW), "--mapping", str(DEFAULT_MAPPING), "-"],
+                stdin=tap.stdout,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
+            )
+            tap.stdout.close()
+            assert tap.wait(timeout=120) == 0
+    assert result.returncode == 0, result.stderr
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.startswith("Summary: 25 source record(s); ")
+    assert result.stdout.count("  event     Return Started ") >= 20
