@@ -30,7 +30,7 @@ def serve(args: argparse.Namespace) -> None:
     klaviyo: KlaviyoEmulator = klaviyo_from_args(args)
     stop = threading.Event()
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
