@@ -1,0 +1,179 @@
+"""The HTTP side: ``POST /webhooks/swap`` for Swap, ``GET /health`` and ``GET /metrics`` for us.
+
+The webhook answer must come within Swap's patience (we aim for 100 ms), so a request only
+checks, persists and wakes the runner; the pipeline run happens afterwards. Refusals carry the
+HTTP status and its bare phrase: the detail (expired? which store?) is for our metrics and log,
+not for whoever sent the request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import statistics
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from swap_webhooks.runner import Runner, describe_command
+from swap_webhooks.settings import Settings
+from swap_webhooks.store import DeliveryStore
+from swap_webhooks.verify import Reason, Refused, verify_delivery
+
+logger = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/webhooks/swap"
+
+
+class _TooLargeError(Exception):
+    """The body is over ``max_body_bytes``."""
+
+
+class Receiver:
+    """What the routes share: settings, the store and the runner (both opened by the lifespan)."""
+
+    def __init__(self, settings: Settings, env: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        self.env = env
+        self.store: DeliveryStore | None = None
+        self.runner: Runner | None = None
+        self.started_at = time.time()
+        # Answer times of recent accepted deliveries, in ms: the 100 ms budget, observed.
+        self.answer_ms: deque[float] = deque(maxlen=1000)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.store = DeliveryStore(self.settings.state_db)
+        try:
+            self.runner = Runner(self.settings, self.store, env=self.env)
+            self.runner.start()
+            logger.info(
+                "receiving Swap webhooks for store %s; runs `%s` in %s",
+                self.settings.store_id,
+                describe_command(self.settings),
+                self.settings.project_dir,
+            )
+            yield
+            await self.runner.stop()
+        finally:
+            self.store.close()
+
+    # -- routes ----------------------------------------------------------------------------------
+
+    async def webhook(self, request: Request) -> Response:
+        received_at = time.time()
+        start = time.perf_counter()
+        store, runner = self._parts()
+        try:
+            body = await self._body(request)
+            delivery = verify_delivery(
+                body, self.settings.webhook_secret.reveal(), self.settings.store_id
+            )
+        except _TooLargeError:
+            return await self._refuse(Reason.TOO_LARGE)
+        except Refused as refused:
+            return await self._refuse(refused.reason)
+        new = await run_in_threadpool(store.add, delivery, received_at)
+        if new:
+            runner.notify()
+            logger.info("accepted %s for return %s", delivery.event, delivery.return_id)
+        else:
+            logger.info("redelivered %s for return %s: ignored", delivery.event, delivery.return_id)
+        self.answer_ms.append((time.perf_counter() - start) * 1000)
+        return JSONResponse({"status": "accepted"})
+
+    async def health(self, request: Request) -> Response:
+        store, runner = self._parts()
+        queue = await run_in_threadpool(store.queue)
+        last = await run_in_threadpool(store.runs, 1)
+        body = {
+            "status": "ok" if runner.alive else "down",
+            "runner": runner.state,
+            "queue": queue,
+            "current_run": runner.current_run,
+            "last_run": last[0] if last else None,
+            "uptime_seconds": round(time.time() - self.started_at, 3),
+        }
+        return JSONResponse(body, status_code=200 if runner.alive else 503)
+
+    async def metrics(self, request: Request) -> Response:
+        store, _ = self._parts()
+        counts = await run_in_threadpool(store.counters)
+        queue = await run_in_threadpool(store.queue)
+        answers = sorted(self.answer_ms)
+        body: dict[str, Any] = {
+            "deliveries": {
+                "accepted": counts["accepted"],
+                "redelivered": counts["redelivered"],
+                "coalesced": counts["coalesced"],
+                "refused": {reason.key: counts[f"refused.{reason.key}"] for reason in Reason},
+            },
+            "runs": {
+                name: counts[f"runs.{name}"]
+                for name in ("started", "succeeded", "failed", "locked_out", "interrupted")
+            },
+            "queue": queue,
+            "answer_ms": {
+                "count": len(answers),
+                "median": round(statistics.median(answers), 3) if answers else None,
+                "p95": round(answers[int(0.95 * (len(answers) - 1))], 3) if answers else None,
+                "max": round(answers[-1], 3) if answers else None,
+            },
+        }
+        return JSONResponse(body)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _parts(self) -> tuple[DeliveryStore, Runner]:
+        assert self.store is not None, "lifespan not started"
+        assert self.runner is not None, "lifespan not started"
+        return self.store, self.runner
+
+    async def _body(self, request: Request) -> bytes:
+        """The body, refused as soon as it exceeds ``max_body_bytes`` (announced or streamed)."""
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise Refused(Reason.MALFORMED)
+            if int(declared) > limit:
+                raise _TooLargeError
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _TooLargeError
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise Refused(Reason.MALFORMED) from None
+        return b"".join(chunks)
+
+    async def _refuse(self, reason: Reason) -> Response:
+        store, _ = self._parts()
+        await run_in_threadpool(store.count_refusal, reason)
+        logger.info("refused a delivery: %s", reason.key)
+        return JSONResponse({"error": reason.phrase}, status_code=reason.status)
+
+
+def create_app(settings: Settings, *, env: Mapping[str, str] | None = None) -> Starlette:
+    """The receiver as an ASGI app; ``env`` is the environment its runs get (default: ours)."""
+    receiver = Receiver(settings, env)
+    app = Starlette(
+        routes=[
+            Route(WEBHOOK_PATH, receiver.webhook, methods=["POST"]),
+            Route("/health", receiver.health, methods=["GET"]),
+            Route("/metrics", receiver.metrics, methods=["GET"]),
+        ],
+        lifespan=receiver.lifespan,
+    )
+    app.state.receiver = receiver
+    return app

@@ -1,0 +1,66 @@
+"""``swap-webhooks serve``: run the receiver under uvicorn until SIGTERM or SIGINT.
+
+uvicorn's own signal handling gives a clean stop: it finishes the requests in flight, then the
+app's lifespan stops the runner, whose run in progress (if any) is stopped and its deliveries
+kept for the next start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import uvicorn
+
+from swap_webhooks.app import create_app
+from swap_webhooks.runner import check_command
+from swap_webhooks.settings import SettingsError, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="swap-webhooks",
+        description="Receive Swap's signed return webhooks and trigger the pipeline on each.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the receiver until stopped")
+    serve.add_argument("--config", help="JSON file of settings (SWAP_WEBHOOKS_* variables win)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8765)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        settings = load_settings(args.config, host=args.host, port=args.port)
+    except SettingsError as exc:
+        print(f"swap-webhooks: {exc}", file=sys.stderr)
+        return 2
+    problem = check_command(settings, os.environ)
+    if problem:
+        print(f"swap-webhooks: run_command cannot start: {problem}", file=sys.stderr)
+        return 2
+    if not settings.secret_looks_right:
+        logging.getLogger("swap_webhooks").warning(
+            "webhook_secret does not start with 'whsk_': is it Swap's webhook secret?"
+        )
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        log_config=None,
+        server_header=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""The receiver's settings: defaults, then a JSON config file, then ``SWAP_WEBHOOKS_*`` variables.
+
+Meltano hands a utility's settings to it as ``SWAP_WEBHOOKS_<SETTING>`` environment variables, so
+the same names work under ``meltano invoke swap-webhooks:serve`` and on their own. The webhook
+secret is wrapped in :class:`Secret` as soon as it is read, so no ``repr``, log line or error
+message built from the settings can ever show it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "SWAP_WEBHOOKS_"
+DEFAULT_RUN_COMMAND = ("meltano", "run", "returns-to-klaviyo")
+DEFAULT_STATE_DB = "runtime/swap-webhooks.sqlite"
+SECRET_PREFIX = "whsk_"  # noqa: S105 - a prefix to check, not a secret
+
+
+class SettingsError(ValueError):
+    """A setting is missing or has a value the receiver cannot use; the message names it."""
+
+
+class Secret:
+    """A string that never shows itself: ``str``, ``repr`` and f-strings all give ``***``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the receiver needs; build it with :func:`load_settings`.
+
+    Relative ``state_db`` paths are taken from ``project_dir``, where the pipeline runs too.
+    """
+
+    webhook_secret: Secret
+    store_id: str
+    host: str = "127.0.0.1"
+    port: int = 8765
+    project_dir: Path = field(default_factory=Path.cwd)
+    run_command: tuple[str, ...] = DEFAULT_RUN_COMMAND
+    state_db: Path = Path(DEFAULT_STATE_DB)
+    max_body_bytes: int = 1_048_576
+    coalesce_seconds: float = 0.5
+    #: Wait before trying again when Meltano refused the run because another one is running.
+    retry_seconds: float = 5.0
+    #: Cap of the doubling wait after failed runs (a broken pipeline is not hammered).
+    max_retry_seconds: float = 300.0
+    #: A run still going after this long is stopped and counted as failed.
+    run_timeout_seconds: float = 1800.0
+    #: Handled deliveries older than this are deleted (their latencies with them).
+    retention_days: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.webhook_secret:
+            raise SettingsError("webhook_secret is required (SWAP_WEBHOOKS_WEBHOOK_SECRET)")
+        if not self.store_id:
+            raise SettingsError("store_id is required (SWAP_WEBHOOKS_STORE_ID)")
+        if not self.run_command:
+            raise SettingsError("run_command must name a command")
+        if not 0 <= self.port <= 65535:
+            raise SettingsError("port must be between 0 and 65535")
+        if self.max_body_bytes < 1024:
+            raise SettingsError("max_body_bytes must be at least 1024")
+        for name in ("coalesce_seconds", "retry_seconds", "max_retry_seconds", "retention_days"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name} must not be negative")
+        if self.run_timeout_seconds <= 0:
+            raise SettingsError("run_timeout_seconds must be positive")
+        if not self.state_db.is_absolute():
+            object.__setattr__(self, "state_db", self.project_dir / self.state_db)
+
+    @property
+    def secret_looks_right(self) -> bool:
+        """Swap's webhook secrets start ``whsk_``: anything else is likely a mistaken API key."""
+        return self.webhook_secret.reveal().startswith(SECRET_PREFIX)
+
+    def with_changes(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Settings from defaults < ``config_file`` (a JSON object) < ``SWAP_WEBHOOKS_*`` < overrides.
+
+    The environment wins over the file, as with Meltano's own settings, so a deployment can keep
+    the file in version control and the secret in the environment.
+
+    Raises:
+        SettingsError: an unknown setting, a value of the wrong kind, or a required one missing.
+    """
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            loaded = json.loads(Path(config_file).read_text())
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"cannot read config file {config_file}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise SettingsError(f"config file {config_file} must hold a JSON object")
+        unknown = sorted(set(loaded) - set(_FIELDS))
+        if unknown:
+            raise SettingsError(f"unknown settings in {config_file}: {unknown}")
+        raw.update(loaded)
+    for name in _FIELDS:
+        value = env.get(ENV_PREFIX + name.upper())
+        if value is not None and value != "":
+            raw[name] = value
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    if "project_dir" not in raw and env.get("MELTANO_PROJECT_ROOT"):
+        raw["project_dir"] = env["MELTANO_PROJECT_ROOT"]
+    return Settings(**{name: _coerce(name, value) for name, value in raw.items()})
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn a file or environment value into the field's type, naming the setting on failure."""
+    if name not in _FIELDS:
+        raise SettingsError(f"unknown setting {name!r}")
+    try:
+        if name == "webhook_secret":
+            return value if isinstance(value, Secret) else Secret(str(value))
+        if name in ("project_dir", "state_db"):
+            return Path(value).expanduser()
+        if name == "run_command":
+            return _command(value)
+        if name in ("port", "max_body_bytes"):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if name in ("host", "store_id"):
+            return str(value)
+        if isinstance(value, bool):
+            raise ValueError(value)
+        return float(value)
+    except (TypeError, ValueError):
+        kind = "a secret" if name == "webhook_secret" else f"{value!r}"
+        raise SettingsError(f"setting {name} has a value of the wrong kind: {kind}") from None
+
+
+def _command(value: Any) -> tuple[str, ...]:
+    """A command line as a list, a JSON array in a string, or a shell-quoted string."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = json.loads(text) if text.startswith("[") else shlex.split(text)
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise TypeError(value)
+    return tuple(value)

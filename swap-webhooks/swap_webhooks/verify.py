@@ -1,0 +1,155 @@
+"""Check one webhook body against Swap's contract and turn it into a :class:`Delivery`, or refuse.
+
+Swap signs each delivery with an HS256 JWT in the body (``jwt``), made with the store's ``whsk_``
+secret and valid for 300 s, with claims ``exp``, ``iat``, ``nonce``, ``return_id``, ``order_id``,
+``store_id`` and ``event``. Only the signed claims are trusted and kept: the rest of the body is
+the return itself, which the pipeline reads again from Swap's API (the source of truth), so the
+receiver never stores a customer's data.
+
+The reason for a refusal goes to the receiver's metrics and log; the sender only gets the status.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+ALGORITHM = "HS256"
+#: Clock skew tolerated between Swap and us on ``exp`` and ``iat``.
+LEEWAY_SECONDS = 10
+REQUIRED_CLAIMS = ("exp", "iat", "nonce", "return_id", "store_id", "event")
+MAX_ID_LENGTH = 255
+
+
+class Reason(enum.Enum):
+    """Why a delivery was refused, with the status the sender gets and the phrase it may see."""
+
+    MALFORMED = "malformed"
+    BAD_SIGNATURE = "bad_signature"
+    EXPIRED = "expired"
+    WRONG_STORE = "wrong_store"
+    TOO_LARGE = "too_large"
+
+    @property
+    def status(self) -> int:
+        return _STATUS[self][0]
+
+    @property
+    def phrase(self) -> str:
+        return _STATUS[self][1]
+
+    @property
+    def key(self) -> str:
+        """The name metrics count it under."""
+        return self.value
+
+
+_STATUS = {
+    Reason.MALFORMED: (400, "bad request"),
+    Reason.BAD_SIGNATURE: (401, "unauthorized"),
+    Reason.EXPIRED: (401, "unauthorized"),
+    Reason.WRONG_STORE: (403, "forbidden"),
+    Reason.TOO_LARGE: (413, "payload too large"),
+}
+
+
+class Refused(Exception):  # noqa: N818 - reads as "raise Refused(reason)"
+    """The delivery is not accepted; ``reason`` says why (for metrics, never for the sender)."""
+
+    def __init__(self, reason: Reason) -> None:
+        super().__init__(reason.key)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The signed facts of one webhook delivery: all the receiver keeps of it."""
+
+    nonce: str
+    event: str
+    return_id: str
+    order_id: str | None
+    store_id: str
+    issued_at: float
+    expires_at: float
+
+
+def verify_delivery(body: bytes, secret: str, store_id: str) -> Delivery:
+    """The delivery ``body`` carries, if it is well formed, for ``store_id`` and signed by Swap.
+
+    Checks run from the cheapest to the one needing the secret: shape (400), then store (403: a
+    delivery for another store is signed with that store's secret, so checking the signature
+    first would hide a misrouted webhook behind a 401), then signature and expiry (401).
+
+    Raises:
+        Refused: with the reason the delivery cannot be accepted.
+    """
+    token, payload = _token(body)
+    try:
+        header = jwt.get_unverified_header(token)
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        raise Refused(Reason.MALFORMED) from None
+    if header.get("alg") != ALGORITHM:
+        # ``none`` or an algorithm we did not agree on: a forgery, not a malformed body.
+        raise Refused(Reason.BAD_SIGNATURE)
+    claims = _claims(unverified)
+    body_return_id = payload.get("return_id")
+    if body_return_id is not None and str(body_return_id) != claims.return_id:
+        raise Refused(Reason.MALFORMED)
+    if claims.store_id != store_id:
+        raise Refused(Reason.WRONG_STORE)
+    try:
+        jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            leeway=LEEWAY_SECONDS,
+            options={"require": list(REQUIRED_CLAIMS)},
+        )
+    except jwt.ExpiredSignatureError:
+        raise Refused(Reason.EXPIRED) from None
+    except jwt.InvalidTokenError:
+        raise Refused(Reason.BAD_SIGNATURE) from None
+    return claims
+
+
+def _token(body: bytes) -> tuple[str, dict[str, Any]]:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise Refused(Reason.MALFORMED) from None
+    if not isinstance(payload, dict):
+        raise Refused(Reason.MALFORMED)
+    token = payload.get("jwt")
+    if not isinstance(token, str) or not token:
+        raise Refused(Reason.MALFORMED)
+    return token, payload
+
+
+def _claims(claims: dict[str, Any]) -> Delivery:
+    """The claims as a :class:`Delivery`, when each has the contract's type."""
+    if any(name not in claims for name in REQUIRED_CLAIMS):
+        raise Refused(Reason.MALFORMED)
+    texts = {name: claims[name] for name in ("nonce", "return_id", "store_id", "event")}
+    if not all(isinstance(v, str) and 0 < len(v) <= MAX_ID_LENGTH for v in texts.values()):
+        raise Refused(Reason.MALFORMED)
+    times = (claims["iat"], claims["exp"])
+    if not all(isinstance(t, int | float) and not isinstance(t, bool) for t in times):
+        raise Refused(Reason.MALFORMED)
+    order_id = claims.get("order_id")
+    if order_id is not None and (not isinstance(order_id, str | int) or isinstance(order_id, bool)):
+        raise Refused(Reason.MALFORMED)
+    return Delivery(
+        nonce=texts["nonce"],
+        event=texts["event"],
+        return_id=texts["return_id"],
+        order_id=None if order_id is None else str(order_id)[:MAX_ID_LENGTH],
+        store_id=texts["store_id"],
+        issued_at=float(claims["iat"]),
+        expires_at=float(claims["exp"]),
+    )
