@@ -1,0 +1,133 @@
+"""Contract: what the default mapping emits is what target-klaviyo accepts.
+
+The target owns its input schemas (target-klaviyo/target_klaviyo/schemas); the mapper declares its
+own. Every record the default mapping emits over the Swap emulator's data, and over the edge-case
+records of these tests, must validate against the target's schema of its stream, date-time
+formats included.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+import pytest
+
+from emulators.swap import SwapEmulator
+from swap_transforms.engine import MappingEngine
+from tests.conftest import SWAP_NOW
+from tests.transforms.conftest import (
+    TARGET_SCHEMAS,
+    TRANSFORMS,
+    a_return,
+    as_sdk_record,
+    with_items,
+)
+
+
+def target_validators() -> dict[str, Any]:
+    if not TARGET_SCHEMAS.is_dir():
+        pytest.fail(f"{TARGET_SCHEMAS} is missing: the target's input contract is needed here")
+    validators = {}
+    for path in sorted(TARGET_SCHEMAS.glob("*.json")):
+        schema = json.loads(path.read_text())
+        validator_class = jsonschema.validators.validator_for(schema)
+        validator_class.check_schema(schema)
+        validators[path.stem] = validator_class(
+            schema, format_checker=validator_class.FORMAT_CHECKER
+        )
+    return validators
+
+
+@pytest.fixture(scope="module")
+def validators() -> dict[str, Any]:
+    found = target_validators()
+    # Without a date-time checker installed, jsonschema would let any text pass as a date.
+    checker = next(iter(found.values())).format_checker
+    assert not checker.conforms("2026-13-45 noon", "date-time")
+    assert checker.conforms("2026-03-06T15:00:00.120Z", "date-time")
+    return found
+
+
+def assert_accepted(validators: dict[str, Any], outputs: list[tuple[str, dict[str, Any]]]) -> None:
+    for stream, record in outputs:
+        errors = [
+            f"{'.'.join(map(str, error.absolute_path))}: {error.message}"
+            for error in validators[stream].iter_errors(record)
+        ]
+        assert errors == [], (stream, record.get("unique_id") or record.get("update_id"))
+
+
+def test_the_mapping_declares_exactly_the_target_streams(default_engine: MappingEngine) -> None:
+    assert set(default_engine.outputs) == {path.stem for path in TARGET_SCHEMAS.glob("*.json")}
+
+
+def test_declared_schemas_require_what_the_target_requires(default_engine: MappingEngine) -> None:
+    for name, output in default_engine.outputs.items():
+        target = json.loads((TARGET_SCHEMAS / f"{name}.json").read_text())
+        assert set(target["properties"]) <= set(output.schema["properties"]), name
+        assert set(target["required"]) <= set(output.schema["required"]), name
+        assert set(output.key_properties) <= set(target["required"]), name
+        assert output.schema_file == str(TRANSFORMS / "schemas" / f"{name}.json")
+
+
+def test_everything_emitted_over_the_emulator_data_is_accepted(
+    default_engine: MappingEngine,
+    emulator_returns: list[dict[str, Any]],
+    validators: dict[str, Any],
+) -> None:
+    emitted: set[str] = set()
+    for record in emulator_returns:
+        outputs = default_engine.map_record("returns", record)
+        assert_accepted(validators, outputs)
+        emitted.update(stream for stream, _ in outputs)
+    assert emitted == set(validators)
+
+
+def test_rule_failures_are_accepted_as_exceptions(
+    default_engine: MappingEngine, validators: dict[str, Any]
+) -> None:
+    with SwapEmulator(
+        returns=30, seed=5, now=SWAP_NOW, rate_limit_per_minute=None, malformed_every=3
+    ) as swap:
+        records = [as_sdk_record(r) for r in swap.all_returns()]
+    failures = 0
+    for record in records:
+        outputs = default_engine.map_record("returns", record)
+        assert_accepted(validators, outputs)
+        failures += sum(
+            1
+            for stream, out in outputs
+            if stream == "integration_exceptions" and out["reason"] == "mapping_error"
+        )
+    assert failures >= 5
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        a_return(submission_date=None, delivered_date=None, date_closed=None),
+        a_return(total=None, total_refund_value_customer_currency=None),
+        a_return(return_status="Open", rma_processed=False, delivery_status="In-Transit"),
+        a_return(return_status="Cancelled", rma_processed=False, customer_email="maria@"),
+        a_return(customer_email=None, date_updated=None),
+        with_items(a_return(), {"restocked_at": None, "sku": None}, {"refunded_at": None}),
+        a_return(return_shipments=[], type=None),
+    ],
+    ids=[
+        "null dates",
+        "null money",
+        "in transit",
+        "invalid email",
+        "no email",
+        "odd items",
+        "empty",
+    ],
+)
+def test_edge_cases_are_accepted(
+    default_engine: MappingEngine, validators: dict[str, Any], record: dict[str, Any]
+) -> None:
+    outputs = default_engine.map_record("returns", record)
+    assert outputs
+    assert_accepted(validators, outputs)
