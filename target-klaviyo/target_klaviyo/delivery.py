@@ -9,9 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from target_klaviyo.client import KlaviyoClient, RunStats
+from target_klaviyo.client import KlaviyoClient, RateLimits, RunStats
+from target_klaviyo.dryrun import DryRunWriter
 from target_klaviyo.ledger import ACCEPTED, DEDUPLICATED, Ledger, Outcome
 from target_klaviyo.profiles import PendingProfiles
+
+DEFAULT_REVISION = "2026-07-15"
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,28 @@ class Delivery:
         self.pending_profiles = PendingProfiles()
         self.summary = Summary()
         self.started_at = datetime.now(timezone.utc)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Mapping[str, Any],
+        *,
+        ledger: Ledger,
+        stats: RunStats,
+        dry_run: DryRunWriter | None = None,
+    ) -> Delivery:
+        """The delivery a target run (or a replay) uses, from target-klaviyo's settings."""
+        client = KlaviyoClient(
+            api_url=config["api_url"],
+            api_key=config["api_key"],
+            revision=str(config.get("revision", DEFAULT_REVISION)),
+            limits=RateLimits(config.get("rate_limits")),
+            stats=stats,
+            timeout=float(config.get("request_timeout", 30)),
+            max_tries=int(config.get("max_retries", 5)) + 1,
+            dry_run=dry_run,
+        )
+        return cls(client=client, ledger=ledger, settings=Settings.from_config(config))
 
     def record(self, outcomes: list[Outcome]) -> None:
         self.summary.add(outcomes)

@@ -297,27 +297,29 @@ class Ledger:
     def set_aside(
         self, *, reasons: Sequence[str] | None = None, include_replayed: bool = False
     ) -> Iterator[dict[str, Any]]:
-        """Set-aside rows whose record has not been accepted since, oldest first."""
-        accepted = (
-            sa.select(sa.literal(1))
-            .where(
-                deliveries.c.stream == sa.literal_column("d.stream"),
-                deliveries.c.record_key == sa.literal_column("d.record_key"),
-                deliveries.c.outcome == ACCEPTED,
-            )
-            .correlate_except(deliveries)
-        )
-        d = deliveries.alias("d")
-        query = (
-            sa.select(d).where(d.c.outcome.in_(SET_ASIDE), ~sa.exists(accepted)).order_by(d.c.id)
-        )
+        """The latest set-aside row of each record not accepted since, oldest first."""
+        query = sa.select(deliveries).where(deliveries.c.outcome.in_(SET_ASIDE))
         if reasons:
-            query = query.where(sa.or_(d.c.reason.in_(reasons), d.c.outcome.in_(reasons)))
-        if not include_replayed:
-            query = query.where(d.c.replayed_at.is_(None))
+            query = query.where(
+                sa.or_(deliveries.c.reason.in_(reasons), deliveries.c.outcome.in_(reasons))
+            )
+        accepted = sa.select(deliveries.c.stream, deliveries.c.record_key).where(
+            deliveries.c.outcome == ACCEPTED
+        )
         with self._lock, self.engine.connect() as conn:
-            rows = [dict(row) for row in conn.execute(query).mappings()]
-        yield from rows
+            delivered = {(row.stream, row.record_key) for row in conn.execute(accepted)}
+            latest: dict[tuple[str, str], dict[str, Any]] = {}
+            for found in conn.execute(query.order_by(deliveries.c.id)).mappings():
+                key = (found["stream"], found["record_key"])
+                if key not in delivered:
+                    latest[key] = {
+                        **found,
+                        "recorded_at": as_utc(found["recorded_at"]),
+                        "replayed_at": as_utc(found["replayed_at"]),
+                    }
+        for row in sorted(latest.values(), key=lambda r: int(r["id"])):
+            if include_replayed or row["replayed_at"] is None:
+                yield row
 
     def mark_replayed(self, ids: Sequence[int]) -> None:
         if self.read_only:

@@ -10,22 +10,14 @@ from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecReader
 from singer_sdk.exceptions import ConfigValidationError
 
-from target_klaviyo.client import (
-    ENDPOINTS,
-    KlaviyoAuthError,
-    KlaviyoClient,
-    KlaviyoUnavailable,
-    RateLimits,
-    RunStats,
-)
-from target_klaviyo.delivery import Delivery, Settings
+from target_klaviyo.client import ENDPOINTS, KlaviyoAuthError, KlaviyoUnavailable, RunStats
+from target_klaviyo.delivery import DEFAULT_REVISION, Delivery
 from target_klaviyo.dryrun import DryRunWriter
 from target_klaviyo.ledger import Ledger
 from target_klaviyo.sinks import SINKS, KlaviyoSink
 
 #: Oldest revision with ``backfill`` on bulk events, which keeps history from firing flows.
 MIN_REVISION = "2026-04-15"
-DEFAULT_REVISION = "2026-07-15"
 
 EXIT_SET_ASIDE = 3
 
@@ -179,18 +171,8 @@ class TargetKlaviyo(Target):
         self.ledger = Ledger(self.config["ledger_url"], read_only=dry_run)
         self.ledger.purge(float(self.config.get("retention_days", 30)))
         self.ledger.start_run()
-        client = KlaviyoClient(
-            api_url=self.config["api_url"],
-            api_key=self.config["api_key"],
-            revision=revision,
-            limits=RateLimits(self.config.get("rate_limits")),
-            stats=self.stats,
-            timeout=float(self.config.get("request_timeout", 30)),
-            max_tries=int(self.config.get("max_retries", 5)) + 1,
-            dry_run=self.dry_run_writer,
-        )
-        self.delivery = Delivery(
-            client=client, ledger=self.ledger, settings=Settings.from_config(self.config)
+        self.delivery = Delivery.from_config(
+            self.config, ledger=self.ledger, stats=self.stats, dry_run=self.dry_run_writer
         )
 
     def get_sink_class(self, stream_name: str) -> type[Sink]:

@@ -1,0 +1,216 @@
+"""``klaviyo-ledger``: what people do with the delivery ledger between runs.
+
+- ``summary`` and ``report``: what reached Klaviyo, what did not and why (terminal, HTML).
+- ``dead-letters``: the set-aside records as JSON Lines, for a person to read or fix.
+- ``replay``: send set-aside records again once their cause is fixed (a variant created, a
+  profile repaired, Klaviyo back up). Each gets a new outcome in the ledger.
+- ``purge``: clear personal data older than the retention period now.
+
+Configuration is target-klaviyo's own: ``--config FILE`` (JSON), or ``--config ENV`` to read
+``TARGET_KLAVIYO_*`` variables, which is how Meltano passes it to plugin commands
+(``meltano invoke target-klaviyo:replay``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import click
+from singer_sdk.configuration._dict_config import parse_environment_config
+
+from target_klaviyo.catalog import STREAM as CATALOG_STREAM
+from target_klaviyo.catalog import RestockApplier
+from target_klaviyo.client import KlaviyoAuthError, KlaviyoUnavailable, RunStats
+from target_klaviyo.delivery import Delivery
+from target_klaviyo.events import STREAM as EVENTS_STREAM
+from target_klaviyo.events import EventSender
+from target_klaviyo.ledger import MAPPER_EXCEPTION, Ledger, to_json
+from target_klaviyo.profiles import STREAM as PROFILES_STREAM
+from target_klaviyo.profiles import ProfileImporter
+from target_klaviyo.target import TargetKlaviyo
+
+#: Set-aside outcomes a replay can resend: Klaviyo refused them, or they were held.
+REPLAYABLE = ("rejected", "failed_profile_import", "held")
+
+
+def load_config(source: str) -> dict[str, Any]:
+    """The target's config from a JSON file or from ``TARGET_KLAVIYO_*`` variables, validated."""
+    schema = TargetKlaviyo.config_jsonschema
+    if source == "ENV":
+        config = parse_environment_config(schema, prefix="TARGET_KLAVIYO_")
+        for key, value in list(config.items()):
+            kind = schema["properties"].get(key, {}).get("type")
+            kinds = kind if isinstance(kind, list) else [kind]
+            if isinstance(value, str) and "number" in kinds:
+                config[key] = float(value)
+            elif isinstance(value, str) and "object" in kinds:
+                config[key] = json.loads(value)
+    else:
+        config = json.loads(Path(source).read_text())
+    defaults = {k: v["default"] for k, v in schema["properties"].items() if "default" in v}
+    return {**defaults, **config}
+
+
+@click.group()
+@click.option(
+    "--config",
+    "config_source",
+    default="ENV",
+    show_default=True,
+    help="target-klaviyo config: a JSON file, or ENV for TARGET_KLAVIYO_* variables.",
+)
+@click.pass_context
+def main(context: click.Context, config_source: str) -> None:
+    """Read and act on target-klaviyo's delivery ledger."""
+    context.obj = load_config(config_source)
+
+
+@main.command()
+@click.pass_obj
+def summary(config: dict[str, Any]) -> None:
+    """Print what reached Klaviyo and what was set aside, and why."""
+    report = _report_module()
+    click.echo(report.terminal_summary(report.build_report(config["ledger_url"], Path(os.devnull))))
+
+
+@main.command()
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html")
+)
+@click.pass_obj
+def report(config: dict[str, Any], output: Path) -> None:
+    """Write the integration health report (one offline HTML page) and print its summary."""
+    module = _report_module()
+    data = module.build_report(config["ledger_url"], output)
+    click.echo(module.terminal_summary(data))
+    click.echo(f"Report written to {output}")
+
+
+def _report_module() -> ModuleType:
+    """The report needs matplotlib, an optional extra: say so plainly when it is missing."""
+    try:
+        return importlib.import_module("target_klaviyo.report")
+    except ImportError as exc:
+        msg = f"the report needs the `report` extra (pip install 'target-klaviyo[report]'): {exc}"
+        raise click.ClickException(msg) from exc
+
+
+@main.command("dead-letters")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--reason", "reasons", multiple=True, help="Only these reasons (repeatable).")
+@click.option("--include-replayed", is_flag=True, help="Also records already replayed.")
+@click.pass_obj
+def dead_letters(
+    config: dict[str, Any], output: Path, reasons: tuple[str, ...], include_replayed: bool
+) -> None:
+    """Export set-aside records (not accepted since) as JSON Lines, readable by the owner only."""
+    ledger = Ledger(config["ledger_url"], read_only=True)
+    rows = list(ledger.set_aside(reasons=reasons or None, include_replayed=include_replayed))
+    ledger.close()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(output, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(to_json(_dead_letter(row)) + "\n")
+    counts = Counter(row["reason"] or row["outcome"] for row in rows)
+    click.echo(f"{len(rows)} set-aside records written to {output}")
+    for reason, count in counts.most_common():
+        click.echo(f"  {count:6d}  {reason}")
+
+
+def _dead_letter(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "stream": row["stream"],
+        "record_key": row["record_key"],
+        "outcome": row["outcome"],
+        "reason": row["reason"],
+        "detail": row["detail"],
+        "metric": row["metric"],
+        "source_id": row["source_id"],
+        "recorded_at": row["recorded_at"],
+        "replayed_at": row["replayed_at"],
+        "record": json.loads(row["payload"]) if row["payload"] else None,
+    }
+
+
+@main.command()
+@click.option("--reason", "reasons", multiple=True, help="Only these reasons (repeatable).")
+@click.pass_obj
+def replay(config: dict[str, Any], reasons: tuple[str, ...]) -> None:
+    """Send set-aside records to Klaviyo again; each gets a new outcome in the ledger."""
+    ledger = Ledger(config["ledger_url"])
+    rows = list(ledger.set_aside(reasons=reasons or None))
+    by_stream: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    skipped: Counter[str] = Counter()
+    replayed_ids: list[int] = []
+    for row in rows:
+        if row["outcome"] not in REPLAYABLE or not row["payload"]:
+            skipped[row["reason"] or row["outcome"]] += 1
+            continue
+        by_stream[row["stream"]].append(json.loads(row["payload"]))
+        replayed_ids.append(row["id"])
+    stats = RunStats()
+    delivery = Delivery.from_config(config, ledger=ledger, stats=stats)
+    ledger.start_run()
+    try:
+        _resend(delivery, by_stream)
+    except (KlaviyoAuthError, KlaviyoUnavailable) as exc:
+        ledger.finish_run("failed", delivery.summary.as_dict(stats))
+        click.echo(f"Replay stopped: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        delivery.client.close()
+    ledger.mark_replayed(replayed_ids)
+    result = delivery.summary.as_dict(stats)
+    ledger.finish_run("replayed", result)
+    ledger.close()
+    click.echo(f"Replayed {len(replayed_ids)} records:")
+    for key in ("accepted_by_stream", "deduplicated", "set_aside_by_reason"):
+        for name, count in sorted(result[key].items()):
+            click.echo(f"  {key.split('_by_')[0]:12s} {name:28s} {count}")
+    for reason, count in skipped.most_common():
+        hint = (
+            "fix the source record or the mapping, then re-sync it"
+            if reason in _mapper_reasons(rows)
+            else "not replayable as is"
+        )
+        click.echo(f"  not replayed {reason:28s} {count}  ({hint})")
+
+
+def _resend(delivery: Delivery, by_stream: dict[str, list[dict[str, Any]]]) -> None:
+    """Through the same code as a run: events first, so profile updates can ride on them."""
+    for record in by_stream.get(PROFILES_STREAM, []):
+        delivery.pending_profiles.add(record)
+    if by_stream.get(EVENTS_STREAM):
+        EventSender(delivery).send(by_stream[EVENTS_STREAM])
+    ProfileImporter(delivery).send(delivery.pending_profiles.claim_all())
+    if by_stream.get(CATALOG_STREAM):
+        RestockApplier(delivery).send(by_stream[CATALOG_STREAM])
+
+
+def _mapper_reasons(rows: Iterable[dict[str, Any]]) -> set[str]:
+    return {r["reason"] for r in rows if r["outcome"] == MAPPER_EXCEPTION}
+
+
+@main.command()
+@click.pass_obj
+def purge(config: dict[str, Any]) -> None:
+    """Clear set-aside records' payloads (personal data) older than ``retention_days`` now."""
+    ledger = Ledger(config["ledger_url"])
+    cleared = ledger.purge(float(config["retention_days"]))
+    ledger.close()
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    click.echo(f"{stamp}: cleared {cleared} payloads older than {config['retention_days']} days")
+
+
+if __name__ == "__main__":
+    main()
