@@ -18,7 +18,7 @@ At run time, `StrictUndefined` turns a missing field into an error, arithmetic m
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
@@ -29,6 +29,7 @@ from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from swap_transforms import helpers
+from swap_transforms.errors import EvaluationError
 
 #: Jinja's default globals that mappings do not need and that can be abused (`lipsum` builds
 #: large texts, `namespace` is the one mutable object templates can create).
@@ -184,7 +185,7 @@ def check_expression(expression: nodes.Expr, known: Iterable[str]) -> list[Expre
             and isinstance(key.value, str)
             and key.value.startswith("_")
         ):
-            msg = f"key '{key.value}' is not allowed (names starting with '_' are private)"
+            msg = f"key '{key.value}' is not allowed ('_' names are private)"
             problems.append(ExpressionError(msg, getitem.lineno))
     for node in _walk(expression, (nodes.Filter, nodes.Test)):
         kind = "filter" if isinstance(node, nodes.Filter) else "test"
@@ -313,9 +314,4 @@ class _Failure:
         self.cause = cause
 
     def error(self) -> Exception:
-        from swap_transforms.errors import EvaluationError  # noqa: PLC0415 - avoid a cycle
-
         return EvaluationError(f"definition '{self.name}'", self.cause)
-
-
-LoopBody = Callable[[Scope], Any]

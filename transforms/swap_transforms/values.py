@@ -99,17 +99,6 @@ class TemplateValue(ValueSpec):
         return parse_template(self.source)
 
 
-class BareExpressionValue(ValueSpec):
-    """A bare expression (a condition or definition), rebuilt on demand like the others."""
-
-    def __init__(self, source: str, label: str) -> None:
-        self.source = source
-        self.label = label
-
-    def build(self) -> nodes.Expr:
-        return parse_expression(self.source)
-
-
 class MappingValue(ValueSpec):
     """A YAML mapping: a dict literal whose values are compiled the same way."""
 
