@@ -10,6 +10,7 @@ import pytest
 from target_klaviyo.ledger import ACCEPTED, Ledger
 from target_klaviyo.report import build_report, terminal_summary
 from target_klaviyo.report.__main__ import main
+from target_klaviyo.report.data import ReportData, RunRow
 from tests.report.conftest import (
     EMAILS,
     METRIC_TOTALS,
@@ -212,7 +213,7 @@ def test_terminal_summary(report):
         "invalid_email 1, 3 more",
         "  Mismatched profiles: 2 (new_profile 1, suppressed_profile 1)",
         "  Customers flagged with open returns (kept payloads): 4",
-        "  Last run: running, started 2025-03-04 20:00 UTC, — retries, — x 429",
+        "  Last run: running, started 2025-03-04 20:00 UTC, not finished",
     ]
 
 
@@ -293,3 +294,27 @@ def test_command_line(ledger_url, tmp_path, capsys):
     assert output.is_file()
     assert main([f"sqlite:///{tmp_path / 'nope.db'}", str(output)]) == 2
     assert "No delivery ledger" in capsys.readouterr().err
+
+
+def test_terminal_summary_of_a_finished_run():
+    started = T0 + hours(1)
+    data = ReportData(generated_at=T0 + hours(3), ledger="sqlite:///x.db", since=None)
+    data.runs = [
+        RunRow(
+            run_id="44444444-dddd-4ddd-8ddd-444444444444",
+            started_at=started,
+            finished_at=started + timedelta(minutes=4),
+            status="succeeded",
+            accepted=0,
+            deduplicated=0,
+            set_aside=0,
+            requests=2,
+            retries=1,
+            throttled=1,
+        )
+    ]
+    summary = terminal_summary(data).splitlines()
+    assert summary[-1] == (
+        "  Last run: succeeded, finished 2025-03-03 10:04 UTC, retries 1, 429s 1"
+    )
+    assert "  Nothing set aside: every record reached Klaviyo" in summary

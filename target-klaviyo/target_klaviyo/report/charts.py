@@ -57,6 +57,8 @@ _STYLE: dict[str, Any] = {
 }
 _PROLOGUE = re.compile(r"\A.*?(?=<svg\b)", re.DOTALL)
 _SIZE_ATTRS = re.compile(r'\s(width|height)="[^"]*pt"')
+#: The RDF block naming matplotlib as creator: no use to a reader, and it carries outside URLs.
+_METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.DOTALL)
 
 
 @contextmanager
@@ -69,12 +71,14 @@ def _style(salt: str) -> Iterator[None]:
 def _to_svg(figure: Figure, title: str) -> str:
     """The figure as an ``<svg>`` element that scales to its container.
 
-    Its fixed size in points goes (the page's CSS sizes it) and a label for screen readers comes.
+    Its fixed size in points goes (the page's CSS sizes it), and so does matplotlib's metadata
+    block; a label for screen readers comes.
     """
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
+    figure.savefig(buffer, format="svg", bbox_inches="tight")
     svg = _PROLOGUE.sub("", buffer.getvalue(), count=1)
     svg = _SIZE_ATTRS.sub("", svg, count=2)
+    svg = _METADATA.sub("", svg, count=1)
     svg = svg.replace("<svg ", f'<svg role="img" aria-label="{_attr(title)}" ', 1)
     return svg.strip()
 

@@ -328,7 +328,7 @@ def _load_open_returns(conn: Connection, data: ReportData, masks: _Masks) -> Non
             data.profiles_closed += 1
         else:
             data.open_returns.append(row)
-    data.open_returns.sort(key=lambda r: (-len(r.open_returns), r.customer))
+    data.open_returns.sort(key=lambda r: -(r.as_of or _DAWN).timestamp())
 
 
 def _open_returns(key: str, rows: list[Mapping[str, Any]], masks: _Masks) -> OpenReturnsRow | None:

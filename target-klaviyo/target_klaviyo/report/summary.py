@@ -59,9 +59,13 @@ def terminal_summary(data: ReportData) -> str:
         f"  Customers flagged with open returns (kept payloads): {number(len(data.open_returns))}"
     )
     last = data.last_run
-    if last is not None:
+    if last is not None and last.finished_at is None:
         lines.append(
-            f"  Last run: {last.status}, started {timestamp(last.started_at)}, "
-            f"{number(last.retries)} retries, {number(last.throttled)} x 429"
+            f"  Last run: {last.status}, started {timestamp(last.started_at)}, not finished"
+        )
+    elif last is not None:
+        lines.append(
+            f"  Last run: {last.status}, finished {timestamp(last.finished_at)}, "
+            f"retries {number(last.retries)}, 429s {number(last.throttled)}"
         )
     return "\n".join(lines)
