@@ -548,3 +548,24 @@ def test_key_and_exception_streams() -> None:
     assert engine.key_of("returns", as_sdk_record({"return_id": 7})) == "7"
     assert engine.key_of("returns", {}) is None
     assert engine.key_of("other", {"return_id": 1}) is None
+
+
+def test_the_readme_example_loads_and_runs(tmp_path: Path) -> None:
+    transforms = Path(__file__).parents[2] / "transforms"
+    readme = (transforms / "README.md").read_text()
+    example = readme.split("## The mapping file format", 1)[1].split("```yaml\n", 1)[1]
+    example = example.split("```", 1)[0]
+    (tmp_path / "example.yml").write_text(example)
+    for folder in ("schemas", "definitions"):
+        (tmp_path / folder).mkdir()
+        for source in (transforms / folder).iterdir():
+            (tmp_path / folder / source.name).write_text(source.read_text())
+    engine = MappingEngine.from_files([str(tmp_path / "example.yml")], clock=clock)
+    outputs = engine.map_record("returns", a_return())
+    [started, *restocked] = [record for _, record in outputs]
+    assert started["properties"]["RefundedSKUs"] == ["JKT-M-NAV", "CAP-OS-RED"]
+    assert started["properties"]["Order"] == "2100"
+    assert started["properties"]["Items"][0] == {"SKU": "JKT-M-NAV", "Quantity": 1}
+    assert [r["metric"] for r in restocked] == ["Item Restocked", "Item Restocked"]
+    [(_, rejected)] = engine.map_record("returns", a_return(customer_email=None))
+    assert rejected["reason"] == "missing_email"
