@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -60,10 +61,15 @@ def normalize_email(value: Any) -> str | None:
 
 def is_valid_email(value: Any) -> bool:
     """Syntax check only (no DNS): the mapper must stay offline and deterministic."""
-    if not isinstance(value, str) or not value:
-        return False
+    return isinstance(value, str) and bool(value) and _valid_address(value)
+
+
+@lru_cache(maxsize=16_384)
+def _valid_address(address: str) -> bool:
+    # Cached: a customer's address comes back with each of their returns, and the check is
+    # the costliest helper.
     try:
-        validate_email(value, check_deliverability=False)
+        validate_email(address, check_deliverability=False)
     except EmailNotValidError:
         return False
     return True
