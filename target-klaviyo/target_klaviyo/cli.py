@@ -1,4 +1,4 @@
-"""``klaviyo-ledger``: what people do with the delivery ledger between runs.
+"""``klaviyo-ops``: what people do with Klaviyo and the delivery ledger between runs.
 
 - ``summary`` and ``report``: what reached Klaviyo, what did not and why (terminal, HTML).
 - ``dead-letters``: the set-aside records as JSON Lines, for a person to read or fix.
@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import Any
 
 import click
+import yaml
 from singer_sdk.configuration._dict_config import parse_environment_config
 
 from target_klaviyo.catalog import STREAM as CATALOG_STREAM
@@ -36,6 +37,7 @@ from target_klaviyo.events import EventSender
 from target_klaviyo.ledger import MAPPER_EXCEPTION, Ledger, to_json
 from target_klaviyo.profiles import STREAM as PROFILES_STREAM
 from target_klaviyo.profiles import ProfileImporter
+from target_klaviyo.segments import load_definitions, provision
 from target_klaviyo.target import TargetKlaviyo
 
 #: Set-aside outcomes a replay can resend: Klaviyo refused them, or they were held.
@@ -159,7 +161,12 @@ def replay(config: dict[str, Any], reasons: tuple[str, ...]) -> None:
         by_stream[row["stream"]].append(json.loads(row["payload"]))
         replayed_ids.append(row["id"])
     stats = RunStats()
-    delivery = Delivery.from_config(config, ledger=ledger, stats=stats)
+    # Held events were held for a person to decide: replaying them is that decision.
+    checked = {
+        **config,
+        "profile_check": "off" if config["profile_check"] == "hold" else config["profile_check"],
+    }
+    delivery = Delivery.from_config(checked, ledger=ledger, stats=stats)
     ledger.start_run()
     try:
         _resend(delivery, by_stream)
@@ -199,6 +206,38 @@ def _resend(delivery: Delivery, by_stream: dict[str, list[dict[str, Any]]]) -> N
 
 def _mapper_reasons(rows: Iterable[dict[str, Any]]) -> set[str]:
     return {r["reason"] for r in rows if r["outcome"] == MAPPER_EXCEPTION}
+
+
+@main.command()
+@click.option(
+    "--definitions",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=Path("transforms/klaviyo_segments.yml"),
+    show_default=True,
+    help="YAML file of segments (name, definition).",
+)
+@click.pass_obj
+def segments(config: dict[str, Any], definitions: Path) -> None:
+    """Create the segments the mapping drives, unless they exist; report each one."""
+    try:
+        wanted = load_definitions(definitions)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    stats = RunStats()
+    client = Delivery.from_config(
+        config, ledger=Ledger("sqlite://", read_only=True), stats=stats
+    ).client
+    try:
+        results = provision(client, wanted)
+    except KlaviyoAuthError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        client.close()
+    for result in results:
+        suffix = f" ({result.segment_id})" if result.segment_id else f": {result.detail}"
+        click.echo(f"  {result.status:8s} {result.name}{suffix}")
+    if any(r.status == "failed" for r in results):
+        sys.exit(1)
 
 
 @main.command()

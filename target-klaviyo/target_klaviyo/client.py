@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 JSON_API = "application/vnd.api+json"
+DEFAULT_REVISION = "2026-07-15"
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,22 @@ class KlaviyoClient:
         self._max_tries = max_tries
         self._backoff_base = backoff_base
         self._dry_run = dry_run
+
+    @classmethod
+    def from_config(
+        cls, config: Mapping[str, Any], *, stats: RunStats, dry_run: DryRunWriter | None = None
+    ) -> KlaviyoClient:
+        """A client from target-klaviyo's settings (a run, a replay, a provisioning command)."""
+        return cls(
+            api_url=config["api_url"],
+            api_key=config["api_key"],
+            revision=str(config.get("revision", DEFAULT_REVISION)),
+            limits=RateLimits(config.get("rate_limits")),
+            stats=stats,
+            timeout=float(config.get("request_timeout", 30)),
+            max_tries=int(config.get("max_retries", 5)) + 1,
+            dry_run=dry_run,
+        )
 
     def close(self) -> None:
         self._http.close()

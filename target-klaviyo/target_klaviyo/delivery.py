@@ -9,12 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from target_klaviyo.client import KlaviyoClient, RateLimits, RunStats
+from target_klaviyo.client import KlaviyoClient, RunStats
 from target_klaviyo.dryrun import DryRunWriter
 from target_klaviyo.ledger import ACCEPTED, DEDUPLICATED, Ledger, Outcome
 from target_klaviyo.profiles import PendingProfiles
-
-DEFAULT_REVISION = "2026-07-15"
 
 
 @dataclass(frozen=True)
@@ -27,6 +25,7 @@ class Settings:
     backfill_after_hours: float = 24.0
     job_timeout_seconds: float = 600.0
     job_poll_seconds: float = 0.25
+    profile_check: str = "off"
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -39,6 +38,7 @@ class Settings:
             ),
             job_timeout_seconds=float(config.get("job_timeout_seconds", cls.job_timeout_seconds)),
             job_poll_seconds=float(config.get("job_poll_seconds", cls.job_poll_seconds)),
+            profile_check=str(config.get("profile_check", cls.profile_check)),
         )
 
 
@@ -109,16 +109,7 @@ class Delivery:
         dry_run: DryRunWriter | None = None,
     ) -> Delivery:
         """The delivery a target run (or a replay) uses, from target-klaviyo's settings."""
-        client = KlaviyoClient(
-            api_url=config["api_url"],
-            api_key=config["api_key"],
-            revision=str(config.get("revision", DEFAULT_REVISION)),
-            limits=RateLimits(config.get("rate_limits")),
-            stats=stats,
-            timeout=float(config.get("request_timeout", 30)),
-            max_tries=int(config.get("max_retries", 5)) + 1,
-            dry_run=dry_run,
-        )
+        client = KlaviyoClient.from_config(config, stats=stats, dry_run=dry_run)
         return cls(client=client, ledger=ledger, settings=Settings.from_config(config))
 
     def record(self, outcomes: list[Outcome]) -> None:

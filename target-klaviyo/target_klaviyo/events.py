@@ -15,7 +15,16 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from target_klaviyo.client import encode, error_entries
-from target_klaviyo.ledger import ACCEPTED, DEDUPLICATED, REJECTED, Outcome, as_utc, profile_hash
+from target_klaviyo.integrity import NEW_PROFILE, SUPPRESSED_PROFILE, ProfileCheck
+from target_klaviyo.ledger import (
+    ACCEPTED,
+    DEDUPLICATED,
+    HELD,
+    REJECTED,
+    Outcome,
+    as_utc,
+    profile_hash,
+)
 from target_klaviyo.profiles import (
     IDENTITY_FIELDS,
     MergedUpdate,
@@ -31,6 +40,10 @@ STREAM = "klaviyo_events"
 MAX_REQUEST_BYTES = 5 * 1024 * 1024
 MAX_STRING_BYTES = 100 * 1024
 POINTER_ROOT = ["data", "attributes", "events-bulk-create", "data"]
+_FLAG_DETAIL = {
+    NEW_PROFILE: "Klaviyo has no profile with this email: the event would create a new one",
+    SUPPRESSED_PROFILE: "The profile is suppressed from email: flows will not email them",
+}
 
 
 def event_outcome(
@@ -114,9 +127,11 @@ class EventSender:
 
     def __init__(self, delivery: Delivery) -> None:
         self.delivery = delivery
+        #: unique_id -> new_profile / suppressed_profile, for events sent anyway (flagged).
+        self._flags: dict[str, str] = {}
 
     def send(self, records: list[dict[str, Any]]) -> None:
-        fresh = self._screen(records)
+        fresh = self._check_profiles(self._screen(records))
         if not fresh:
             return
         groups = self._group(fresh)
@@ -156,6 +171,26 @@ class EventSender:
                 fresh.append(record)
         self.delivery.record(outcomes)
         return fresh
+
+    def _check_profiles(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Flag (or hold) events that would create a new profile or reach a suppressed one."""
+        mode = self.delivery.settings.profile_check
+        if mode == "off" or not records:
+            return records
+        emails = {str(r["profile"].get("email") or "").strip().lower() for r in records}
+        flags = ProfileCheck(self.delivery).classify(e for e in emails if e)
+        keep, held = [], []
+        for record in records:
+            flag = flags.get(str(record["profile"].get("email") or "").strip().lower())
+            if flag is None:
+                keep.append(record)
+            elif mode == "hold":
+                held.append(event_outcome(record, HELD, flag, _FLAG_DETAIL[flag]))
+            else:
+                self._flags[record["unique_id"]] = flag
+                keep.append(record)
+        self.delivery.record(held)
+        return keep
 
     def _group(self, records: list[dict[str, Any]]) -> list[ProfileGroup]:
         groups: dict[str, ProfileGroup] = {}
@@ -291,7 +326,11 @@ class EventSender:
             self._send(half, backfill_before)
 
     def _accepted(self, chunk: list[ProfileGroup]) -> None:
-        outcomes = [event_outcome(r, ACCEPTED) for g in chunk for r in g.events]
+        outcomes = [
+            event_outcome(r, ACCEPTED, self._flags.get(r["unique_id"]))
+            for g in chunk
+            for r in g.events
+        ]
         riding = [g.update for g in chunk if g.update is not None]
         for update in riding:
             outcomes += update.outcomes(ACCEPTED, "sent_with_event")

@@ -292,6 +292,25 @@ class Ledger:
                 .values(finished_at=utcnow(), status=status, summary=to_json(summary))
             )
 
+    def new_set_aside(self) -> dict[str, int]:
+        """This run's set-aside records, by reason, that no earlier run had set aside."""
+        current = deliveries.alias("current")
+        earlier = deliveries.alias("earlier")
+        seen_before = sa.exists().where(
+            earlier.c.stream == current.c.stream,
+            earlier.c.record_key == current.c.record_key,
+            earlier.c.run_id != self.run_id,
+            earlier.c.outcome.in_(SET_ASIDE),
+        )
+        reason = sa.func.coalesce(current.c.reason, current.c.outcome)
+        query = (
+            sa.select(reason, sa.func.count(sa.distinct(current.c.record_key)))
+            .where(current.c.run_id == self.run_id, current.c.outcome.in_(SET_ASIDE), ~seen_before)
+            .group_by(reason)
+        )
+        with self._lock, self.engine.connect() as conn:
+            return {str(r): int(n) for r, n in conn.execute(query)}
+
     # -- people's tools: dead letters, replay, retention ---------------------------------------
 
     def set_aside(

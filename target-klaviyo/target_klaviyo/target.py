@@ -10,9 +10,17 @@ from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecReader
 from singer_sdk.exceptions import ConfigValidationError
 
-from target_klaviyo.client import ENDPOINTS, KlaviyoAuthError, KlaviyoUnavailable, RunStats
-from target_klaviyo.delivery import DEFAULT_REVISION, Delivery
+from target_klaviyo.alerts import alert_text, post_alert, should_alert
+from target_klaviyo.client import (
+    DEFAULT_REVISION,
+    ENDPOINTS,
+    KlaviyoAuthError,
+    KlaviyoUnavailable,
+    RunStats,
+)
+from target_klaviyo.delivery import Delivery
 from target_klaviyo.dryrun import DryRunWriter
+from target_klaviyo.integrity import MODES as PROFILE_CHECK_MODES
 from target_klaviyo.ledger import Ledger
 from target_klaviyo.sinks import SINKS, KlaviyoSink
 
@@ -133,6 +141,24 @@ class TargetKlaviyo(Target):
             ),
         ),
         th.Property(
+            "profile_check",
+            th.StringType(allowed_values=list(PROFILE_CHECK_MODES)),
+            default="off",
+            title="Profile check",
+            description=(
+                "Look the events' emails up in Klaviyo first: `record` flags events that would "
+                "create a new profile or reach a suppressed one, `hold` sets them aside."
+            ),
+        ),
+        th.Property(
+            "alert_webhook_url",
+            th.URIType,
+            secret=True,
+            title="Alert webhook URL",
+            description="Slack-compatible incoming webhook: posted to when a run fails or "
+            "newly sets records aside.",
+        ),
+        th.Property(
             "retention_days",
             th.NumberType(minimum=0),
             default=30,
@@ -163,6 +189,7 @@ class TargetKlaviyo(Target):
                 f"bulk events take `backfill`: set `revision` to {MIN_REVISION} or later"
             )
             raise ConfigValidationError(msg, errors=[msg])
+        self.threshold_exceeded: str | None = None
         # Sinks drain one at a time, events first, so that profile updates ride on their events.
         self.max_parallelism = 1
         self.stats = RunStats()
@@ -198,12 +225,18 @@ class TargetKlaviyo(Target):
 
     def process_endofpipe(self) -> None:
         super().process_endofpipe()
-        self.finish("succeeded")
+        # Everything was delivered or recorded, and STATE written: now judge the run.
+        self.threshold_exceeded = self.over_threshold()
+        self.finish(
+            "succeeded" if self.threshold_exceeded is None else "too_many_set_aside",
+            self.threshold_exceeded,
+        )
 
-    def finish(self, status: str) -> dict[str, Any]:
+    def finish(self, status: str, error: str | None = None) -> dict[str, Any]:
         summary = self.delivery.summary.as_dict(self.stats)
         self.ledger.finish_run(status, summary)
         self._log_summary(status, summary)
+        self._alert(status, error)
         self.delivery.client.close()
         if self.dry_run_writer is not None:
             self.logger.info(
@@ -213,6 +246,14 @@ class TargetKlaviyo(Target):
             )
             self.dry_run_writer.close()
         return summary
+
+    def _alert(self, status: str, error: str | None) -> None:
+        url = self.config.get("alert_webhook_url")
+        if not url or self.dry_run_writer is not None:
+            return
+        new = self.ledger.new_set_aside()
+        if should_alert(status, new):
+            post_alert(url, {"text": alert_text(status, self.ledger.run_id, new, error)})
 
     def _log_summary(self, status: str, summary: dict[str, Any]) -> None:
         log = self.logger.info if status == "succeeded" else self.logger.error
@@ -266,12 +307,13 @@ class TargetKlaviyo(Target):
         try:
             target.listen(file_input)
         except (KlaviyoAuthError, KlaviyoUnavailable) as exc:
-            target.finish("failed")
+            target.finish("failed", str(exc))
             target.logger.error("%s", exc)
             sys.exit(1)
-        reason = target.over_threshold()
-        if reason is not None:
-            target.logger.error("Failing the run: %s (see the ledger for each one)", reason)
+        if target.threshold_exceeded is not None:
+            target.logger.error(
+                "Failing the run: %s (see `klaviyo-ops dead-letters`)", target.threshold_exceeded
+            )
             sys.exit(EXIT_SET_ASIDE)
 
 

@@ -1,0 +1,79 @@
+"""Profile integrity: which events would create a new Klaviyo profile or reach a suppressed one.
+
+The usual way a return event misses its customer is an email mismatch: Swap has the address the
+customer typed in the returns portal, Klaviyo the one they signed up with, so the event creates a
+second, empty profile that no flow or segment of the brand targets. Before sending, the target
+can look the batch's emails up (``GET /api/profiles``, 100 at a time, paced like every request)
+and record in the ledger the events that would create a new profile (``new_profile``) or go to a
+profile suppressed from email (``suppressed_profile``). ``profile_check`` says what to do then:
+``record`` sends them anyway and flags them; ``hold`` sets them aside for a person to decide
+(``klaviyo-ops replay`` sends them later).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from target_klaviyo.client import KlaviyoUnavailable, error_entries
+
+if TYPE_CHECKING:
+    from target_klaviyo.delivery import Delivery
+
+NEW_PROFILE = "new_profile"
+SUPPRESSED_PROFILE = "suppressed_profile"
+MODES = ("off", "record", "hold")
+LOOKUP_SIZE = 100
+
+
+class ProfileCheck:
+    """Classifies emails against the profiles Klaviyo already has."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+
+    def classify(self, emails: Iterable[str]) -> dict[str, str]:
+        """``new_profile`` or ``suppressed_profile`` for each email that is one (lower-cased)."""
+        wanted = sorted({e.strip().lower() for e in emails if e})
+        known: set[str] = set()
+        suppressed: set[str] = set()
+        for chunk in _chunks(wanted, LOOKUP_SIZE):
+            for profile in self._lookup(chunk):
+                attributes = profile.get("attributes") or {}
+                email = str(attributes.get("email") or "").strip().lower()
+                known.add(email)
+                marketing = ((attributes.get("subscriptions") or {}).get("email") or {}).get(
+                    "marketing"
+                ) or {}
+                if marketing.get("suppression"):
+                    suppressed.add(email)
+        flags = {email: NEW_PROFILE for email in wanted if email not in known}
+        flags.update(dict.fromkeys(suppressed, SUPPRESSED_PROFILE))
+        return flags
+
+    def _lookup(self, emails: list[str]) -> Iterator[dict[str, Any]]:
+        quoted = ",".join(json.dumps(e) for e in emails)
+        params: dict[str, str] | None = {
+            "filter": f"any(email,[{quoted}])",
+            "additional-fields[profile]": "subscriptions",
+            "page[size]": str(LOOKUP_SIZE),
+        }
+        url: str | None = None
+        while True:
+            response = self.delivery.client.request("profiles", params=params, url=url)
+            if response.status_code != 200:
+                error = error_entries(response)[0]
+                msg = f"Klaviyo refused the profile lookup: {error.get('detail')}"
+                raise KlaviyoUnavailable(msg)
+            body = response.json()
+            yield from body.get("data") or []
+            url = (body.get("links") or {}).get("next")
+            params = None
+            if not url:
+                return
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
