@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
+import stat
+import threading
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from target_klaviyo.ledger import ACCEPTED, Ledger
-from target_klaviyo.report import build_report, terminal_summary
+from target_klaviyo.report import build_report, load_report_data, terminal_summary
 from target_klaviyo.report.__main__ import main
 from target_klaviyo.report.data import ReportData, RunRow
 from tests.report.conftest import (
@@ -318,3 +321,32 @@ def test_terminal_summary_of_a_finished_run():
         "  Last run: succeeded, finished 2025-03-03 10:04 UTC, retries 1, 429s 1"
     )
     assert "  Nothing set aside: every record reached Klaviyo" in summary
+
+
+def test_output_that_is_not_a_regular_file_is_written_in_place(ledger_url, tmp_path):
+    # A pipe stands in for /dev/null: renaming a temporary file over it would replace it.
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received: list[bytes] = []
+
+    def drain() -> None:
+        with pipe.open("rb") as reader:
+            received.append(reader.read())
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        build_report(ledger_url, pipe)
+    finally:
+        reader.join(timeout=30)
+    assert stat.S_ISFIFO(pipe.stat().st_mode)
+    assert received
+    assert received[0].startswith(b"<!doctype html>")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pipe")] == []
+
+
+def test_load_report_data_draws_and_writes_nothing(ledger_url, tmp_path):
+    before = set(tmp_path.iterdir())
+    data = load_report_data(ledger_url)
+    assert data.accepted_events == 20
+    assert set(tmp_path.iterdir()) == before

@@ -54,7 +54,15 @@ def render_html(data: ReportData) -> str:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` in one step, so a browser or a mail job never reads half a page."""
+    """Replace ``path`` in one step, so a browser or a mail job never reads half a page.
+
+    A path that is not a regular file (``/dev/null``, a pipe) is written in place: renaming a
+    temporary file over it would replace the device or pipe itself.
+    """
+    if path.exists() and not path.is_file():
+        with path.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
