@@ -375,6 +375,12 @@ def test_a_failing_item_of_a_for_each_only_loses_that_item(engine_for: EngineFor
     assert failure["detail"] == (
         "item 0: field 'price': money expects a number, got a non-numeric string (ValueError)"
     )
+    # Items failing alike give one exception (its id is per rule and reason), the first one.
+    record["return_shipments"][0]["items"][1]["cost"] = [1]
+    outputs = engine.map_record("returns", record)
+    assert plain(outputs) == []
+    [failure] = exceptions(outputs)
+    assert failure["detail"].startswith("item 0: ")
 
 
 def test_failures_in_conditions_and_lists_are_located(engine_for: EngineFor) -> None:

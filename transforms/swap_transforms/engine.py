@@ -141,6 +141,7 @@ class _RecordRun:
         self.scope = Scope({"record": record}, program.definitions, program.names)
         key = record.get(rules.key)
         self.key = None if key is None else str(key)
+        self.reported: set[str] = set()
 
     def run(self) -> None:
         if self._rejected():
@@ -237,6 +238,10 @@ class _RecordRun:
 
     def _exception(self, rule: str | None, reason: str, detail: str | None) -> None:
         stream = self.rules.stream
+        exception_id = stable_hash(stream, self.key, rule, reason)
+        if exception_id in self.reported:
+            return  # one exception per rule and reason per record (items failing alike)
+        self.reported.add(exception_id)
         if detail is not None:
             detail = mask(detail, self.record, keep=self.key)
         updated_at = None
@@ -246,7 +251,7 @@ class _RecordRun:
             except (TypeError, ValueError):
                 updated_at = None
         record = {
-            "exception_id": stable_hash(stream, self.key, rule, reason),
+            "exception_id": exception_id,
             "source_stream": stream,
             "source_key": self.key,
             "rule": rule,
