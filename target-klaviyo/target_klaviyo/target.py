@@ -111,6 +111,13 @@ class TargetKlaviyo(Target):
             title="Variants per update job",
         ),
         th.Property(
+            "batch_size_rows",
+            th.IntegerType(minimum=1),
+            default=10000,
+            title="Records per delivery",
+            description="Records buffered per stream before they are sent.",
+        ),
+        th.Property(
             "request_timeout",
             th.NumberType(minimum=1),
             default=30,
