@@ -81,7 +81,7 @@ def main(context: click.Context, config_source: str) -> None:
 def summary(config: dict[str, Any]) -> None:
     """Print what reached Klaviyo and what was set aside, and why."""
     report = _report_module()
-    click.echo(report.terminal_summary(report.build_report(config["ledger_url"], Path(os.devnull))))
+    click.echo(report.terminal_summary(report.load_report_data(config["ledger_url"])))
 
 
 @main.command()
