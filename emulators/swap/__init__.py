@@ -13,6 +13,15 @@ from emulators.swap.lifecycle import (
     Stage,
 )
 from emulators.swap.server import LIST_PATH, SwapEmulator
+from emulators.swap.webhooks import (
+    TOPICS,
+    WebhookResult,
+    WebhookSender,
+    create_return_and_notify,
+    post_webhook,
+    sign_token,
+    webhook_payload,
+)
 
 __all__ = [
     "DELIVERY_STATUSES",
@@ -21,10 +30,17 @@ __all__ = [
     "QUALITY_CONTROL_STATUSES",
     "RETURN_STATUSES",
     "RETURN_TYPES",
+    "TOPICS",
     "Stage",
     "SwapEmulator",
+    "WebhookResult",
+    "WebhookSender",
     "add_swap_arguments",
     "catalog",
     "catalog_skus",
+    "create_return_and_notify",
+    "post_webhook",
+    "sign_token",
     "swap_from_args",
+    "webhook_payload",
 ]

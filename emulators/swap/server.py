@@ -22,6 +22,7 @@ from typing import Any
 from emulators.http import CONTROL_PREFIX, EmulatorServer, RateLimiter, Request, Response, route
 from emulators.swap.dataset import ReturnDataset
 from emulators.swap.query import QueryError, parse_query
+from emulators.swap.webhooks import WebhookResult, create_return_and_notify
 
 LIST_PATH = "/v2/external/returns"
 DEFAULT_RATE_LIMIT_PER_MINUTE = 120
@@ -104,6 +105,12 @@ class SwapEmulator(EmulatorServer):
 
     def create_return(self, **overrides: Any) -> dict[str, Any]:
         return self.data.create(overrides)
+
+    def create_return_and_notify(
+        self, url: str, secret: str, **overrides: Any
+    ) -> tuple[dict[str, Any], WebhookResult]:
+        """Create a return, then POST its signed ``returnCreated`` webhook to ``url``."""
+        return create_return_and_notify(self, url, secret, **overrides)
 
     def get_return(self, return_id: str) -> dict[str, Any]:
         return self.data.get(return_id)

@@ -1,0 +1,60 @@
+"""A stand-in for ``meltano run``: records when it starts and ends, and can be held or refused.
+
+Usage: ``python fake_run.py LOG [--gate FILE] [--duration S] [--locked-out N] [--fail N]``.
+Appends ``{"event": "start"|"end", "t": <epoch>, "pid": ...}`` lines to LOG. While the gate file
+exists the run waits (a test "holds" it). The first N calls print Meltano's lock refusal and exit 1
+(``--locked-out``), or just exit 1 (``--fail``); N is counted in ``LOG.calls``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def record(log: Path, event: str) -> None:
+    with log.open("a") as handle:
+        handle.write(json.dumps({"event": event, "t": time.time(), "pid": os.getpid()}) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("log", type=Path)
+    parser.add_argument("--gate", type=Path)
+    parser.add_argument("--duration", type=float, default=0.0)
+    parser.add_argument("--locked-out", type=int, default=0)
+    parser.add_argument("--fail", type=int, default=0)
+    args = parser.parse_args()
+    # Like Meltano, stop cleanly on SIGTERM (the "end" record is written on the way out).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    calls_file = args.log.with_name(args.log.name + ".calls")
+    calls = int(calls_file.read_text()) if calls_file.exists() else 0
+    calls_file.write_text(str(calls + 1))
+    record(args.log, "start")
+    try:
+        if calls < args.locked_out:
+            print(
+                "Another 'sandbox:tap-swapcommerce-to-target-klaviyo' pipeline is already"
+                " running which started at 2026-01-01 00:00:00."
+            )
+            return 1
+        if calls < args.fail:
+            print("Extractor failed")
+            return 1
+        deadline = time.monotonic() + 120
+        while args.gate is not None and args.gate.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(args.duration)
+        return 0
+    finally:
+        record(args.log, "end")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The whole path: a return created in Swap, its webhook, the receiver's real ``meltano run``, and
+Klaviyo holding the return's event and the customer's suppression property."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulators.klaviyo import KlaviyoEmulator
+from swap_webhooks import webhook_latencies
+from tests.webhooks.conftest import Pipeline
+from tests.webhooks.support import MELTANO, ROOT, SECRET, ReceiverThread, settings, wait_until
+
+pytestmark = [pytest.mark.meltano, pytest.mark.slow]
+
+EMAIL = "webhook.e2e@example.com"
+
+
+def open_returns(klaviyo: KlaviyoEmulator) -> list[Any]:
+    profile = klaviyo.profile(EMAIL)
+    return list((profile or {}).get("properties", {}).get("swap_open_returns") or [])
+
+
+def accepted_at(ledger: Path, return_id: str, metric: str) -> datetime:
+    with contextlib.closing(sqlite3.connect(ledger)) as db:
+        [(recorded,)] = db.execute(
+            "SELECT recorded_at FROM deliveries WHERE source_id = ? AND metric = ?"
+            " AND outcome = 'accepted'",
+            (return_id, metric),
+        ).fetchall()
+    return datetime.fromisoformat(recorded).replace(tzinfo=timezone.utc)
+
+
+def test_a_returns_webhook_gets_its_event_and_suppression_to_klaviyo(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    config = settings(tmp_path, [str(MELTANO), "run", "returns-to-klaviyo"], project_dir=str(ROOT))
+    with ReceiverThread(config, env=pipeline.env) as receiver:
+        created, result = pipeline.swap.create_return_and_notify(
+            receiver.url, SECRET, customer_email=EMAIL
+        )
+        assert result.status == 200
+        assert result.elapsed < 1.0
+
+        events = wait_until(
+            lambda: pipeline.klaviyo.events(metric="Return Started", email=EMAIL),
+            timeout=120,
+            interval=0.25,
+            what="the Return Started event in Klaviyo",
+        )
+        wait_until(
+            lambda: created["rma_number"] in open_returns(pipeline.klaviyo),
+            timeout=60,
+            interval=0.25,
+            what="swap_open_returns to hold the RMA",
+        )
+        wait_until(receiver.idle, timeout=60, what="the run to finish")
+        metrics = receiver.metrics()
+
+    assert [e["unique_id"] for e in events] == [f"swap:{created['return_id']}:started"]
+    assert open_returns(pipeline.klaviyo) == [created["rma_number"]]
+    assert metrics["runs"]["succeeded"] >= 1
+    assert metrics["runs"]["failed"] == 0
+    # The latency the health report will compute: from the webhook to Klaviyo's acceptance.
+    [(return_id, received_at)] = webhook_latencies(config.state_db)
+    assert return_id == created["return_id"]
+    latency = accepted_at(pipeline.ledger, return_id, "Return Started") - received_at
+    print(f"\nwebhook to Klaviyo acceptance: {latency.total_seconds():.2f} s")
+    assert latency.total_seconds() > 0
