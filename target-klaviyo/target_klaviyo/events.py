@@ -30,7 +30,7 @@ from target_klaviyo.profiles import (
     MergedUpdate,
     apply_ordering,
     identity_key,
-    remember_ordering,
+    remember_applied,
 )
 
 if TYPE_CHECKING:
@@ -335,7 +335,7 @@ class EventSender:
         for update in riding:
             outcomes += update.outcomes(ACCEPTED, "sent_with_event")
         self.delivery.record(outcomes)
-        remember_ordering(self.delivery, riding)
+        remember_applied(self.delivery, riding)
 
 
 def _split(group: ProfileGroup, limit: int) -> Iterator[ProfileGroup]:

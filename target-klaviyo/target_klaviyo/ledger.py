@@ -71,6 +71,19 @@ restocks = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+#: The values of list properties (``swap_open_returns``) the target appended to each profile and
+#: not yet unappended, as Klaviyo holds them: who is flagged now, without keeping emails (the
+#: identity is stored masked).
+profile_lists = sa.Table(
+    "profile_lists",
+    metadata,
+    sa.Column("profile_hash", sa.String(64), primary_key=True),
+    sa.Column("property", sa.String(128), primary_key=True),
+    sa.Column("value", sa.String(255), primary_key=True),
+    sa.Column("masked_identity", sa.String(255)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 #: One row per target run: its summary, for the health report and alerts.
 runs = sa.Table(
     "runs",
@@ -117,6 +130,17 @@ def _json_default(value: Any) -> Any:
         return int(value) if value == value.to_integral_value() else float(value)
     msg = f"cannot serialise {type(value).__name__}"
     raise TypeError(msg)
+
+
+@dataclass(frozen=True)
+class ListChange:
+    """One value appended to or unappended from a profile's list property, once accepted."""
+
+    profile_hash: str
+    masked_identity: str | None
+    property: str
+    value: Any
+    operation: str  # "append" or "unappend"
 
 
 @dataclass
@@ -232,6 +256,49 @@ class Ledger:
                             profile_hash=key, as_of=as_of, updated_at=now
                         )
                     )
+
+    def apply_list_operations(self, changes: Iterable[ListChange]) -> None:
+        """Mirror accepted appends and unappends, so that the ledger knows who is flagged now."""
+        if self.read_only:
+            return
+        now = utcnow()
+        with self._lock, self.engine.begin() as conn:
+            for change in changes:
+                key = {
+                    "profile_hash": change.profile_hash,
+                    "property": change.property[:128],
+                    "value": str(change.value)[:255],
+                }
+                conn.execute(
+                    profile_lists.delete().where(
+                        *(profile_lists.c[column] == value for column, value in key.items())
+                    )
+                )
+                if change.operation == "append":
+                    conn.execute(
+                        profile_lists.insert().values(
+                            **key, masked_identity=change.masked_identity, updated_at=now
+                        )
+                    )
+
+    def list_members(self, property_name: str) -> list[dict[str, Any]]:
+        """Profiles whose list property holds values now: hash, masked identity, values, when."""
+        query = (
+            sa.select(profile_lists)
+            .where(profile_lists.c.property == property_name)
+            .order_by(profile_lists.c.profile_hash, profile_lists.c.updated_at)
+        )
+        members: dict[str, dict[str, Any]] = {}
+        with self._lock, self.engine.connect() as conn:
+            for row in conn.execute(query).mappings():
+                member = members.setdefault(
+                    row["profile_hash"],
+                    {"profile_hash": row["profile_hash"], "values": [], "updated_at": None},
+                )
+                member["values"].append(row["value"])
+                member["masked_identity"] = row["masked_identity"]
+                member["updated_at"] = as_utc(row["updated_at"])
+        return list(members.values())
 
     # -- restocks ------------------------------------------------------------------------------
 

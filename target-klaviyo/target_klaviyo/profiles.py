@@ -22,10 +22,12 @@ from target_klaviyo.ledger import (
     ACCEPTED,
     FAILED_PROFILE_IMPORT,
     REJECTED,
+    ListChange,
     Outcome,
     as_utc,
     profile_hash,
 )
+from target_klaviyo.masking import mask_identity
 
 if TYPE_CHECKING:
     from target_klaviyo.delivery import Delivery
@@ -191,9 +193,16 @@ def apply_ordering(delivery: Delivery, updates: list[MergedUpdate]) -> None:
         update.drop_properties_older_than(newest.get(update.hash))
 
 
-def remember_ordering(delivery: Delivery, updates: list[MergedUpdate]) -> None:
+def remember_applied(delivery: Delivery, updates: list[MergedUpdate]) -> None:
+    """After Klaviyo accepted updates: their ``as_of`` order and their list memberships."""
     delivery.ledger.set_profile_as_of(
         {u.hash: u.as_of for u in updates if u.as_of is not None and (u.properties or u.unset)}
+    )
+    delivery.ledger.apply_list_operations(
+        ListChange(u.hash, mask_identity(u.identity), prop, value, operation)
+        for u in updates
+        for prop, ops in u.list_ops.items()
+        for value, operation in ops.items()
     )
 
 
@@ -275,7 +284,7 @@ class ProfileImporter:
 
     def _accepted(self, updates: list[MergedUpdate]) -> None:
         self.delivery.record([o for u in updates for o in u.outcomes(ACCEPTED)])
-        remember_ordering(self.delivery, updates)
+        remember_applied(self.delivery, updates)
 
     def _wait(self, job_id: str) -> dict[str, Any]:
         settings = self.delivery.settings

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from target_klaviyo.report.masking import mask_email, mask_identity, mask_phone, scrub
+from target_klaviyo.masking import mask_email, mask_identity, mask_phone, scrub
 from target_klaviyo.report.queries import display_url
 
 

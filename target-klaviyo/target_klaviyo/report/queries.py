@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, make_url
 
 from target_klaviyo.ledger import ACCEPTED, SET_ASIDE, as_utc, deliveries, runs, utcnow
+from target_klaviyo.masking import mask_identity, scrub
 from target_klaviyo.report.data import (
     MISMATCH_REASONS,
     OpenReturnsRow,
@@ -29,7 +30,6 @@ from target_klaviyo.report.data import (
     RunRow,
 )
 from target_klaviyo.report.guidance import guidance
-from target_klaviyo.report.masking import mask_identity, scrub
 from target_klaviyo.report.stats import bucket_series, latency_stats
 
 PROFILE_STREAM = "klaviyo_profile_updates"
