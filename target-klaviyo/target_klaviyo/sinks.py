@@ -11,6 +11,7 @@ since the contract is what the Klaviyo payloads are built from.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from functools import cache
 from importlib import resources
@@ -25,8 +26,8 @@ from singer_sdk.sinks.core import BaseJSONSchemaValidator
 from target_klaviyo.catalog import RestockApplier, restock_outcome
 from target_klaviyo.events import EventSender, event_outcome
 from target_klaviyo.ledger import INVALID_RECORD, MAPPER_EXCEPTION, Outcome, utcnow
+from target_klaviyo.profiles import IDENTITY_FIELDS, MergedUpdate, ProfileImporter, identity_of
 from target_klaviyo.profiles import STREAM as PROFILE_STREAM
-from target_klaviyo.profiles import MergedUpdate, ProfileImporter, identity_of
 
 if TYPE_CHECKING:
     from target_klaviyo.delivery import Delivery
@@ -77,6 +78,11 @@ def _is_datetime(value: object) -> bool:
     return True
 
 
+def _is_time(value: object) -> bool:
+    """A datetime, or a string the ledger can read as one."""
+    return isinstance(value, datetime) or (isinstance(value, str) and _is_datetime(value))
+
+
 #: jsonschema's own date-time check needs an optional package; this one is the same test as above.
 DATE_TIME = FormatChecker(formats=())
 DATE_TIME.checks("date-time")(_is_datetime)
@@ -122,6 +128,18 @@ class KlaviyoSink(BatchSink):
         """A bad timestamp was already reported by the validator: never crash on it."""
         return DatetimeErrorTreatmentEnum.NULL
 
+    def _parse_timestamps_in_record(
+        self, record: dict[str, Any], schema: dict[str, Any], treatment: DatetimeErrorTreatmentEnum
+    ) -> None:
+        """Parse only records that meet the contract: the others are set aside as they came.
+
+        The SDK's parser raises ``TypeError`` on a date-time field holding a number or a list
+        (it repairs unparsable strings only), which would stop the run; and the payload kept for
+        a replay should show what the source sent, not a repair.
+        """
+        if self.contract_validator.problem is None:
+            super()._parse_timestamps_in_record(record, schema, treatment)
+
     @property
     def max_size(self) -> int:
         return int(self.config.get("batch_size_rows") or 10000)
@@ -151,6 +169,27 @@ class KlaviyoSink(BatchSink):
     def deliver(self, records: list[dict[str, Any]]) -> None:
         raise NotImplementedError
 
+    def readable(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The invalid ``record`` with what an outcome reads (times, identifiers) made safe.
+
+        A record that broke the contract may hold anything there, a number for a time or a
+        string for the profile: recording why it is invalid must not fail on the same values.
+        Those become None (the outcome's payload stays the record as it came).
+        """
+        safe = dict(record)
+        for name, spec in self.schema["properties"].items():
+            value = safe.get(name)
+            if spec.get("format") == "date-time" and value is not None and not _is_time(value):
+                safe[name] = None
+        for name in IDENTITY_FIELDS:
+            if not isinstance(safe.get(name), str):
+                safe.pop(name, None)
+        profile = safe.get("profile")
+        if profile is not None:
+            profile = profile if isinstance(profile, Mapping) else {}
+            safe["profile"] = {k: v for k, v in profile.items() if isinstance(v, str)}
+        return safe
+
     def invalid(self, record: dict[str, Any], problem: str) -> Outcome:
         return Outcome(
             stream=self.stream_name,
@@ -172,8 +211,9 @@ class EventsSink(KlaviyoSink):
         EventSender(self.delivery).send(records)
 
     def invalid(self, record: dict[str, Any], problem: str) -> Outcome:
-        outcome = event_outcome(record, INVALID_RECORD, INVALID_RECORD, problem)
+        outcome = event_outcome(self.readable(record), INVALID_RECORD, INVALID_RECORD, problem)
         outcome.record_key = str(record.get("unique_id") or "(missing)")
+        outcome.payload = record
         return outcome
 
 
@@ -191,7 +231,7 @@ class ProfileUpdatesSink(KlaviyoSink):
         ProfileImporter(self.delivery).send(self.delivery.pending_profiles.claim_all())
 
     def invalid(self, record: dict[str, Any], problem: str) -> Outcome:
-        merged = MergedUpdate(identity=identity_of(record))
+        merged = MergedUpdate(identity=identity_of(self.readable(record)))
         merged.records.append(record)
         return Outcome(
             stream=PROFILE_STREAM,
@@ -218,8 +258,9 @@ class CatalogVariantsSink(KlaviyoSink):
         self.applier.send(records)
 
     def invalid(self, record: dict[str, Any], problem: str) -> Outcome:
-        outcome = restock_outcome(record, INVALID_RECORD, INVALID_RECORD, problem)
+        outcome = restock_outcome(self.readable(record), INVALID_RECORD, INVALID_RECORD, problem)
         outcome.record_key = str(record.get("restock_key") or "(missing)")
+        outcome.payload = record
         return outcome
 
 
