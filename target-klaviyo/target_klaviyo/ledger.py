@@ -419,7 +419,13 @@ class Ledger:
                 )
 
     def purge(self, retention_days: float) -> int:
-        """Clear payloads (personal data) older than the retention period; return how many."""
+        """Clear payloads (personal data) older than the retention period; return how many.
+
+        A read-only ledger (a dry run) is left as it is, like every other write: the target
+        purges at start-up, before it knows whether anything will be sent.
+        """
+        if self.read_only:
+            return 0
         cutoff = utcnow() - timedelta(days=retention_days)
         with self._lock, self.engine.begin() as conn:
             result = conn.execute(
