@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any, ClassVar
 
 import requests
+from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.helpers.types import Context, Record
 from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 from singer_sdk.streams import Stream
@@ -142,6 +143,7 @@ class ReturnsStream(SwapStream):
 class DerivedStream(Stream):
     """A stream cut from each return's payload. Subclasses say how in :meth:`derive`."""
 
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE  # built here from JSON values
     parent_stream_type = ReturnsStream
     state_partitioning_keys: ClassVar[list[str]] = []  # one bookmark, not one per return
     replication_key = "return_updated_at"
