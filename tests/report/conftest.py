@@ -24,9 +24,11 @@ from target_klaviyo.ledger import (
     MAPPER_EXCEPTION,
     REJECTED,
     Ledger,
+    ListChange,
     Outcome,
     profile_hash,
 )
+from target_klaviyo.masking import mask_identity
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=timezone.utc)
 
@@ -95,6 +97,12 @@ class Run:
         self.clock.now = at
         self.summary.add(outcomes)
         self.ledger.record(outcomes)
+
+    def accept_updates(self, at: datetime, *updates: Outcome) -> None:
+        """Profile updates Klaviyo accepted: recorded, then their list operations mirrored."""
+        assert all(u.outcome == ACCEPTED for u in updates)
+        self.record(at, *updates)
+        self.ledger.apply_list_operations(change for u in updates for change in list_changes(u))
 
     def finish(self, at: datetime, status: str) -> None:
         self.clock.now = at
@@ -170,6 +178,18 @@ def profile_update(
         event_time=as_of,
         payload=record,
     )
+
+
+def list_changes(update: Outcome) -> list[ListChange]:
+    """An accepted profile update's list operations, as ``remember_applied`` hands them over."""
+    payload = update.payload or {}
+    assert update.profile_hash is not None
+    return [
+        ListChange(update.profile_hash, mask_identity(payload), prop, value, operation)
+        for operation in ("append", "unappend")
+        for prop, values in (payload.get(operation) or {}).items()
+        for value in values
+    ]
 
 
 def restock(return_id: str, sku: str, reason: str, detail: str, *, updated: datetime) -> Outcome:
@@ -328,8 +348,13 @@ def write_ledger(url: str, clock: Clock) -> None:
             reason="import_failed",
             detail="The profile import job failed",
         ),
+    )
+    # Accepted profile updates: Klaviyo now flags Gina, Hugo and Alice.
+    run.accept_updates(
+        day1,
         profile_update("R3006", GINA, ACCEPTED, as_of=T0, append=["RMA-3006"]),
         profile_update("R3007", HUGO, ACCEPTED, as_of=T0, append=["RMA-3007"]),
+        profile_update("R3010", ALICE, ACCEPTED, as_of=T0, append=["RMA-3010"]),
     )
     run.finish(T0 + hours(23), "succeeded")
 
@@ -350,9 +375,18 @@ def write_ledger(url: str, clock: Clock) -> None:
             reason="string_too_long",
             detail="properties.Comment is longer than Klaviyo's 100 KB limit for a string",
         ),
+    )
+    run.accept_updates(
+        day2,
         # Bob's update is replayed and accepted: its payload stays on the rejected row.
         profile_update("R3001", BOB, ACCEPTED, as_of=T0, append=["RMA-3001"]),
-        # Alice's return R3002 closed and a new one opened (both updates set aside).
+        # Chloe's newer return reached Klaviyo (her older one, R3003, never did).
+        profile_update("R3009", CHLOE, ACCEPTED, as_of=T0 + hours(22), append=["RMA-3009"]),
+    )
+    run.record(
+        day2,
+        # Alice's return R3002 closed and a new one opened (both updates set aside): Klaviyo
+        # still flags her with RMA-3010 only, and that flag may be out of date.
         profile_update(
             "R3002",
             ALICE,
@@ -364,9 +398,7 @@ def write_ledger(url: str, clock: Clock) -> None:
         profile_update(
             "R3008", ALICE, REJECTED, as_of=T0 + hours(21), append=["RMA-3008"], reason="invalid"
         ),
-        # Chloe's newer update was accepted: its payload is not kept.
-        profile_update("R3009", CHLOE, ACCEPTED, as_of=T0 + hours(22), append=["RMA-3009"]),
-        # Dmitri's return closed: he has no open return left.
+        # Dmitri's return closed, but never reached Klaviyo either way.
         profile_update(
             "R3004",
             DMITRI,
@@ -375,6 +407,12 @@ def write_ledger(url: str, clock: Clock) -> None:
             unappend=["RMA-3004"],
             reason="invalid",
         ),
+    )
+    run.accept_updates(
+        T0 + hours(31),
+        # Gina opens a second return; Hugo's only return closes, so he is no longer flagged.
+        profile_update("R3011", GINA, ACCEPTED, as_of=T0 + hours(25), append=["RMA-3011"]),
+        profile_update("R3007", HUGO, ACCEPTED, as_of=T0 + hours(25), unappend=["RMA-3007"]),
     )
     run.stats.count(run.stats.requests, "events")
     for _ in range(3):

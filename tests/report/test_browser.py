@@ -110,6 +110,14 @@ def test_report_renders_in_chromium(browser, ledger_url, tmp_path):
         assert email not in text.lower()
     assert console_errors(browser) == []
 
+    section = browser.find_element(By.ID, "open-returns")
+    stale = section.find_elements(By.CSS_SELECTOR, "#open-returns-table .badge.warn")
+    assert [badge.text for badge in stale] == ["a newer update was not delivered: invalid"]
+    assert all(badge.is_displayed() for badge in stale)
+    # Below the sticky table of contents, so the section's heading is in the picture.
+    browser.execute_script("window.scrollTo(0, arguments[0].offsetTop - 80)", section)
+    (tmp_path / "open-returns.png").write_bytes(section.screenshot_as_png)
+
     screenshot = tmp_path / "report.png"
     png = base64.b64decode(browser.get_screenshot_as_base64())
     screenshot.write_bytes(png)

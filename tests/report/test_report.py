@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
@@ -10,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from target_klaviyo.ledger import ACCEPTED, Ledger
+from target_klaviyo.ledger import (
+    ACCEPTED,
+    FAILED_PROFILE_IMPORT,
+    REJECTED,
+    Ledger,
+    ListChange,
+    profile_hash,
+)
 from target_klaviyo.report import build_report, load_report_data, terminal_summary
 from target_klaviyo.report.__main__ import main
 from target_klaviyo.report.data import ReportData, RunRow
@@ -18,8 +26,10 @@ from tests.report.conftest import (
     EMAILS,
     METRIC_TOTALS,
     T0,
+    Run,
     event,
     hours,
+    profile_update,
 )
 from tests.report.html_tables import tables
 
@@ -42,7 +52,7 @@ def test_figures(report):
     data, _ = report
     assert data.accepted_events == 20
     assert data.accepted_by_metric == METRIC_TOTALS
-    assert data.accepted_by_stream == {"klaviyo_events": 20, "klaviyo_profile_updates": 4}
+    assert data.accepted_by_stream == {"klaviyo_events": 20, "klaviyo_profile_updates": 7}
     assert data.latency is not None
     # Nearest rank over the 20 latencies: the 10th is 200 s, the 19th 1200 s, the worst 5400 s.
     assert data.latency.count == 20
@@ -132,23 +142,138 @@ def test_mismatched_profiles(report):
     assert "Klaviyo does not know this email" in html
 
 
+#: Who Klaviyo flags now: (masked customer, RMA values, last changed, newer update not delivered).
+OPEN_RETURNS = [
+    ("g***@example.it", ("RMA-3006", "RMA-3011"), "2025-03-04 16:00 UTC", None),
+    ("b***@example.org", ("RMA-3001",), "2025-03-04 15:00 UTC", None),
+    ("c***@example.net", ("RMA-3009",), "2025-03-04 15:00 UTC", None),
+    ("a***@example.com", ("RMA-3010",), "2025-03-03 10:00 UTC", "invalid"),
+]
+
+
 def test_customers_with_open_returns(report):
     data, html = report
     rows = tables(html)["open-returns-table"]
-    assert {r[0]: r[1] for r in rows} == {
-        "a***@example.com": "RMA-3008",  # RMA-3002 closed by a later update
-        "b***@example.org": "RMA-3001",
-        "c***@example.net": "RMA-3003",
-        "e***@example.de": "RMA-3005",
-    }
-    status = {r[0]: r[3] for r in rows}
-    assert status["b***@example.org"] == "reached Klaviyo"
-    assert status["e***@example.de"] == "not delivered: import_failed"
-    assert "may be out of date" in status["c***@example.net"]  # its newer update kept no payload
-    assert "may be out of date" not in status["a***@example.com"]
-    assert data.profiles_closed == 1  # Dmitri's only return closed
-    assert data.profiles_without_payload == 2
-    assert "2 other customers had updates whose payloads are not kept" in html
+    # Newest first: Gina's second return, then Bob's replay and Chloe's newer return (same time,
+    # by customer), then Alice. Hugo's return closed; Dmitri's and Eva's updates never reached
+    # Klaviyo, nor did Chloe's RMA-3003, so none of those is flagged.
+    assert rows == [
+        [
+            customer,
+            " ".join(values),
+            changed,
+            "reached Klaviyo"
+            if stale is None
+            else f"reached Klaviyo a newer update was not delivered: {stale}",
+        ]
+        for customer, values, changed, stale in OPEN_RETURNS
+    ]
+    assert [(r.customer, r.open_returns, r.not_delivered) for r in data.open_returns] == [
+        (customer, values, stale) for customer, values, _, stale in OPEN_RETURNS
+    ]
+    assert '<span class="badge warn">a newer update was not delivered: invalid</span>' in html
+    assert "may be out of date until that update reaches Klaviyo" in html
+    assert "exactly the property Klaviyo holds, unless someone edits profiles" in html
+    assert "payload" not in html.split('id="open-returns"')[1].split("</section>")[0]
+
+
+def test_open_returns_match_the_ledgers_own_view(report, ledger_url, clock):
+    data, _ = report
+    ledger = Ledger(ledger_url)
+    try:
+        members = ledger.list_members("swap_open_returns")
+    finally:
+        ledger.close()
+    assert sorted((m["masked_identity"], tuple(m["values"])) for m in members) == sorted(
+        (r.customer, r.open_returns) for r in data.open_returns
+    )
+
+
+def test_ledger_keeps_no_email_for_the_flags(ledger_url):
+    with contextlib.closing(sqlite3.connect(ledger_url.removeprefix("sqlite:///"))) as conn:
+        rows = conn.execute("select * from profile_lists").fetchall()
+    assert len(rows) == 5
+    assert_no_full_email(" ".join(str(cell) for row in rows for cell in row))
+
+
+def test_ledger_from_before_profile_lists(ledger_url, tmp_path):
+    path = Path(ledger_url.removeprefix("sqlite:///"))
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("drop table profile_lists")
+    output = tmp_path / "old.html"
+    data = build_report(ledger_url, output)
+    html = output.read_text(encoding="utf-8")
+    assert not data.open_returns_mirrored
+    assert data.open_returns == []
+    assert data.accepted_events == 20  # the rest of the report is unaffected
+    assert "open-returns-table" not in html
+    assert "before the ledger kept the <code>profile_lists</code> table" in html
+    assert "exactly the property Klaviyo holds" not in html
+    assert (
+        "  Customers flagged with open returns: unknown (the ledger predates profile_lists)"
+        in terminal_summary(data).splitlines()
+    )
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        names = {name for (name,) in conn.execute("select name from sqlite_master")}
+    assert "profile_lists" not in names  # read only: the report created nothing
+
+
+def test_reading_the_ledger_changes_nothing(ledger_url, tmp_path):
+    path = Path(ledger_url.removeprefix("sqlite:///"))
+    before = path.read_bytes()
+    build_report(ledger_url, tmp_path / "report.html")
+    assert path.read_bytes() == before
+
+
+def test_stale_flag_needs_a_newer_profile_update_still_not_delivered(tmp_path, clock):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    run = Run(Ledger(url), clock)
+    ivy, jon, kim, leo = (
+        "ivy@example.com",
+        "jon@example.com",
+        "kim@example.com",
+        "leo@example.com",
+    )
+    # Ivy: her return's update id repeats (open, then close): the close was set aside twice,
+    # newest reason last. Her flag is still RMA-1 in Klaviyo, out of date.
+    run.accept_updates(T0, profile_update("R1", ivy, ACCEPTED, as_of=T0, append=["RMA-1"]))
+    run.record(
+        T0 + hours(1),
+        profile_update("R1", ivy, REJECTED, as_of=T0 + hours(1), unappend=["RMA-1"], reason="a"),
+    )
+    run.record(
+        T0 + hours(2),
+        profile_update("R1", ivy, FAILED_PROFILE_IMPORT, as_of=T0 + hours(1), unappend=["RMA-1"]),
+    )
+    # Jon: a newer update was set aside, then delivered on replay (it changed no list).
+    run.accept_updates(T0, profile_update("R2", jon, ACCEPTED, as_of=T0, append=["RMA-2"]))
+    update = profile_update("R3", jon, REJECTED, as_of=T0 + hours(1), reason="b")
+    run.record(T0 + hours(1), update)
+    run.accept_updates(T0 + hours(2), profile_update("R3", jon, ACCEPTED, as_of=T0 + hours(1)))
+    # Kim: the set-aside update is older than her flag; her set-aside *event* is newer.
+    run.record(T0, profile_update("R4", kim, REJECTED, as_of=T0, append=["RMA-4"], reason="c"))
+    run.accept_updates(
+        T0 + hours(1), profile_update("R5", kim, ACCEPTED, as_of=T0, append=["RMA-5"])
+    )
+    run.record(T0 + hours(2), event("Return Started", "R5", kim, REJECTED, updated=T0, reason="d"))
+    # Leo: an older writer left his identity unmasked in the mirror: the report masks it.
+    clock.now = T0 + hours(3)
+    run.ledger.apply_list_operations(
+        [ListChange(profile_hash({"email": leo}), leo, "swap_open_returns", "RMA-6", "append")]
+    )
+    run.ledger.close()
+
+    output = tmp_path / "report.html"
+    data = build_report(url, output)
+    html = output.read_text(encoding="utf-8")
+    assert [(r.customer, r.open_returns, r.not_delivered) for r in data.open_returns] == [
+        ("l***@example.com", ("RMA-6",), None),
+        ("k***@example.com", ("RMA-5",), None),
+        ("i***@example.com", ("RMA-1",), "failed_profile_import"),
+        ("j***@example.com", ("RMA-2",), None),
+    ]
+    assert "leo@" not in html
+    assert "a newer update was not delivered: failed_profile_import" in html
 
 
 def test_recent_runs(report):
@@ -158,10 +283,10 @@ def test_recent_runs(report):
     running, failed, succeeded = rows
     assert running[1] == "—"
     assert running[3:9] == ["—"] * 6
-    # Run 2: 11 events and 2 profile updates accepted, 4 set aside, 1 request, 3 retries, 2 x 429.
+    # Run 2: 10 events and 4 profile updates accepted, 4 set aside, 1 request, 3 retries, 2 x 429.
     assert failed[:2] == ["2025-03-04 09:00 UTC", "10h 00m"]
-    assert failed[3:9] == ["12", "0", "4", "1", "3", "2"]
-    assert succeeded[3:9] == ["12", "0", "14", "0", "0", "0"]
+    assert failed[3:9] == ["14", "0", "4", "1", "3", "2"]
+    assert succeeded[3:9] == ["13", "0", "14", "0", "0", "0"]
     assert failed[9] == "22222222"
 
 
@@ -215,7 +340,7 @@ def test_terminal_summary(report):
         "    set aside by reason: invalid 5, catalog_not_writable 1, import_failed 1, "
         "invalid_email 1, 3 more",
         "  Mismatched profiles: 2 (new_profile 1, suppressed_profile 1)",
-        "  Customers flagged with open returns (kept payloads): 4",
+        "  Customers flagged with open returns: 4 (1 with a newer update not delivered)",
         "  Last run: running, started 2025-03-04 20:00 UTC, not finished",
     ]
 
@@ -226,8 +351,10 @@ def test_since_limits_deliveries_and_runs(ledger_url, tmp_path):
     assert [r.run_id[:8] for r in data.runs] == ["33333333", "22222222"]
     assert sorted(r.source_id or "" for r in data.set_aside) == ["R2003", "R3002", "R3004", "R3008"]
     assert data.mismatched == []
-    # Open returns need every update ever made, so the window does not cut them.
-    assert len(data.open_returns) == 4
+    # Who is flagged now does not depend on the window.
+    assert [(r.customer, r.open_returns, r.not_delivered) for r in data.open_returns] == [
+        (customer, values, stale) for customer, values, _, stale in OPEN_RETURNS
+    ]
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "records since 2025-03-04 09:00 UTC" in html
 

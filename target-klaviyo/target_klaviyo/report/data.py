@@ -65,13 +65,26 @@ class RecordRow:
 
 @dataclass(frozen=True)
 class OpenReturnsRow:
-    """A customer the connector flags with open returns (``swap_open_returns``)."""
+    """A customer whose Klaviyo profile lists open returns (``swap_open_returns``) now.
+
+    ``not_delivered`` is the reason a newer update of the same profile was set aside (and not
+    delivered since), if one was: the flag reached Klaviyo but may no longer be current.
+    """
 
     customer: str
     open_returns: tuple[str, ...]
-    as_of: datetime | None
-    latest_status: str
-    newer_update_unknown: bool
+    last_changed: datetime | None
+    not_delivered: str | None = None
+
+    @property
+    def status(self) -> str:
+        return "reached Klaviyo"
+
+    @property
+    def stale_note(self) -> str | None:
+        if self.not_delivered is None:
+            return None
+        return f"a newer update was not delivered: {self.not_delivered}"
 
 
 @dataclass(frozen=True)
@@ -118,8 +131,8 @@ class ReportData:
     resolved_later: int = 0
     mismatched: list[RecordRow] = field(default_factory=list)
     open_returns: list[OpenReturnsRow] = field(default_factory=list)
-    profiles_closed: int = 0
-    profiles_without_payload: int = 0
+    #: False when the ledger predates ``profile_lists``: who is flagged is then unknown here.
+    open_returns_mirrored: bool = True
     runs: list[RunRow] = field(default_factory=list)
 
     @property

@@ -1,8 +1,9 @@
 """Reading the delivery ledger into :class:`ReportData`, without writing to it.
 
 The report may run against a production ledger while the target writes to it, so it only
-selects: it never creates tables (a ledger the target has not used yet reads as empty) and never
-touches ``profile_versions`` or ``restocks``. Sums happen in SQL; rows are fetched only where the
+selects: it never creates tables (a ledger the target has not used yet reads as empty, one from
+before ``profile_lists`` existed shows no open returns) and never touches ``profile_versions`` or
+``restocks``. Sums happen in SQL; rows are fetched only where the
 report lists individual records, so a large ledger stays cheap to report on.
 """
 
@@ -19,7 +20,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, make_url
 
-from target_klaviyo.ledger import ACCEPTED, SET_ASIDE, as_utc, deliveries, runs, utcnow
+from target_klaviyo.ledger import (
+    ACCEPTED,
+    SET_ASIDE,
+    as_utc,
+    deliveries,
+    profile_lists,
+    runs,
+    utcnow,
+)
 from target_klaviyo.masking import mask_identity, scrub
 from target_klaviyo.report.data import (
     MISMATCH_REASONS,
@@ -71,6 +80,7 @@ def load_report_data(
             tables = set(sa.inspect(conn).get_table_names())
             if deliveries.name in tables:
                 _load_deliveries(conn, data, since)
+            _load_open_returns(conn, data, tables)
             if runs.name in tables:
                 data.runs = _load_runs(conn, since, runs_limit)
     finally:
@@ -118,7 +128,6 @@ def _load_deliveries(conn: Connection, data: ReportData, since: datetime | None)
     _load_accepted_events(conn, data, in_window)
     masks = _Masks()
     _load_set_aside(conn, data, in_window, masks)
-    _load_open_returns(conn, data, masks)
 
 
 def _load_accepted_events(
@@ -150,7 +159,7 @@ def _load_accepted_events(
 
 @dataclass
 class _Masks:
-    """Masked identities by profile hash, learnt from whichever payloads the ledger still keeps."""
+    """Masked identities by profile hash, learnt from the set-aside payloads the ledger keeps."""
 
     by_hash: dict[str, str] = field(default_factory=dict)
 
@@ -291,83 +300,90 @@ def _reason_counts(rows: Iterable[RecordRow]) -> list[ReasonCount]:
     ]
 
 
-def _load_open_returns(conn: Connection, data: ReportData, masks: _Masks) -> None:
-    """Replay the kept profile-update payloads per profile to find who has open returns.
+def _load_open_returns(conn: Connection, data: ReportData, tables: set[str]) -> None:
+    """Who Klaviyo flags with open returns now, from the ledger's mirror of accepted list changes.
 
-    Accepted records keep no payload (no personal data at rest), so only profiles with a kept
-    payload can be listed; the others are counted. The whole history is used whatever ``since``
-    says, because the open returns of a profile are the sum of all its updates.
+    ``profile_lists`` holds every value the target appended to ``swap_open_returns`` and has not
+    unappended since, once Klaviyo accepted the change. The whole table is used whatever
+    ``since`` says: it is the current state, not a window of history. A profile whose newer
+    profile update was set aside (and not delivered since) gets that update's reason, because its
+    flag in Klaviyo may be out of date.
+    """
+    if profile_lists.name not in tables:
+        data.open_returns_mirrored = False
+        return
+    p = profile_lists
+    query = (
+        sa.select(p.c.profile_hash, p.c.value, p.c.masked_identity, p.c.updated_at)
+        .where(p.c.property == OPEN_RETURNS)
+        .order_by(p.c.profile_hash, p.c.updated_at, p.c.value)
+    )
+    members: dict[str, _Member] = {}
+    for key, value, masked, updated_at in conn.execute(query).tuples():
+        member = members.setdefault(key, _Member())
+        member.values.append(scrub(str(value)) or "")
+        member.customer = scrub(masked) or member.customer
+        member.last_changed = as_utc(updated_at)
+    stale = _newer_set_aside(conn, members) if deliveries.name in tables else {}
+    data.open_returns = [
+        OpenReturnsRow(
+            customer=member.customer or f"profile {key[:8]}",
+            open_returns=tuple(member.values),
+            last_changed=member.last_changed,
+            not_delivered=stale.get(key),
+        )
+        for key, member in members.items()
+    ]
+    data.open_returns.sort(key=lambda r: (-(r.last_changed or _DAWN).timestamp(), r.customer))
+
+
+@dataclass
+class _Member:
+    """One profile's open returns in ``profile_lists``, its masked identity and last change."""
+
+    values: list[str] = field(default_factory=list)
+    customer: str | None = None
+    last_changed: datetime | None = None
+
+
+def _newer_set_aside(conn: Connection, members: Mapping[str, _Member]) -> dict[str, str]:
+    """Why each flagged profile's flag may be out of date, for profiles where it may be.
+
+    That is the reason (else the outcome) of the profile's newest update set aside after its flag
+    last changed and not accepted since.
     """
     d = deliveries
-    is_profile = d.c.stream == PROFILE_STREAM
-    with_payload = (
-        sa.select(d.c.profile_hash)
-        .where(is_profile, d.c.payload.is_not(None), d.c.profile_hash.is_not(None))
+    later = deliveries.alias("later")
+    delivered_since = sa.exists().where(
+        later.c.stream == d.c.stream,
+        later.c.record_key == d.c.record_key,
+        later.c.outcome == ACCEPTED,
+        later.c.id > d.c.id,
+    )
+    flagged = (
+        sa.select(profile_lists.c.profile_hash)
+        .where(profile_lists.c.property == OPEN_RETURNS)
         .distinct()
     )
-    data.profiles_without_payload = int(
-        conn.execute(
-            sa.select(sa.func.count(sa.distinct(d.c.profile_hash))).where(
-                is_profile, d.c.profile_hash.is_not(None), d.c.profile_hash.not_in(with_payload)
-            )
-        ).scalar_one()
-    )
     query = (
-        sa.select(
-            d.c.profile_hash, d.c.record_key, d.c.outcome, d.c.reason, d.c.event_time, d.c.payload
+        sa.select(d.c.profile_hash, d.c.reason, d.c.outcome, d.c.recorded_at)
+        .where(
+            d.c.stream == PROFILE_STREAM,
+            d.c.outcome.in_(SET_ASIDE),
+            d.c.profile_hash.in_(flagged),
+            ~delivered_since,
         )
-        .where(is_profile, d.c.profile_hash.in_(with_payload))
-        .order_by(d.c.profile_hash, d.c.id)
+        .order_by(d.c.id)
     )
-    by_profile: dict[str, list[Mapping[str, Any]]] = {}
-    for found in conn.execute(query).mappings():
-        by_profile.setdefault(found["profile_hash"], []).append(dict(found))
-    for key, rows in by_profile.items():
-        row = _open_returns(key, rows, masks)
-        if row is None:
-            data.profiles_closed += 1
-        else:
-            data.open_returns.append(row)
-    data.open_returns.sort(key=lambda r: -(r.as_of or _DAWN).timestamp())
-
-
-def _open_returns(key: str, rows: list[Mapping[str, Any]], masks: _Masks) -> OpenReturnsRow | None:
-    # Updates apply in as_of order (as the target orders them); a record met twice applies once.
-    ordered = sorted(rows, key=lambda r: as_utc(r["event_time"]) or _DAWN)
-    accepted = {r["record_key"] for r in rows if r["outcome"] == ACCEPTED}
-    open_now: dict[str, None] = {}
-    latest: Mapping[str, Any] | None = None
-    customer: str | None = None
-    for row in ordered:
-        payload = _payload(row["payload"])
-        if payload is None:
+    reasons: dict[str, str] = {}
+    for key, reason, outcome, recorded_at in conn.execute(query).tuples():
+        member = members.get(key)
+        recorded = as_utc(recorded_at)
+        if member is None or recorded is None or member.last_changed is None:
             continue
-        latest = row
-        customer = masks.learn(key, payload) or customer
-        for value in (payload.get("append") or {}).get(OPEN_RETURNS) or []:
-            open_now[str(value)] = None
-        for value in (payload.get("unappend") or {}).get(OPEN_RETURNS) or []:
-            open_now.pop(str(value), None)
-    if latest is None or not open_now:
-        return None
-    latest_time = as_utc(latest["event_time"]) or _DAWN
-    newer_unknown = any(
-        r["payload"] is None
-        and r["record_key"] != latest["record_key"]
-        and (as_utc(r["event_time"]) or _DAWN) >= latest_time
-        for r in rows
-    )
-    if latest["record_key"] in accepted:
-        status = "reached Klaviyo"
-    else:
-        status = f"not delivered: {scrub(latest['reason'] or latest['outcome'])}"
-    return OpenReturnsRow(
-        customer=customer or f"profile {key[:8]}",
-        open_returns=tuple(scrub(v) or "" for v in open_now),
-        as_of=as_utc(latest["event_time"]),
-        latest_status=status,
-        newer_update_unknown=newer_unknown,
-    )
+        if recorded > member.last_changed:  # rows come oldest first: the newest one wins
+            reasons[key] = scrub(reason or outcome) or str(outcome)
+    return reasons
 
 
 def _load_runs(conn: Connection, since: datetime | None, limit: int) -> list[RunRow]:

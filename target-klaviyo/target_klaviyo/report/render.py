@@ -78,8 +78,8 @@ def write_atomically(path: Path, text: str) -> None:
 def build_report(ledger_url: str, output: Path, *, since: datetime | None = None) -> ReportData:
     """Read the ledger at ``ledger_url``, write the HTML report to ``output``, return its figures.
 
-    ``since`` limits the deliveries and runs shown to those recorded from then on; the open
-    returns per customer always use the whole history, since every update counts towards them.
+    ``since`` limits the deliveries and runs shown to those recorded from then on; the customers
+    flagged with open returns are always those flagged now, whenever they were flagged.
     """
     data = load_report_data(ledger_url, since=since)
     write_atomically(Path(output), render_html(data))

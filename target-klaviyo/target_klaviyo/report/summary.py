@@ -55,9 +55,7 @@ def terminal_summary(data: ReportData) -> str:
         for row in data.mismatched:
             mismatched[row.reason] = mismatched.get(row.reason, 0) + 1
         lines.append(f"  Mismatched profiles: {number(len(data.mismatched))} ({_top(mismatched)})")
-    lines.append(
-        f"  Customers flagged with open returns (kept payloads): {number(len(data.open_returns))}"
-    )
+    lines.append(_open_returns_line(data))
     last = data.last_run
     if last is not None and last.finished_at is None:
         lines.append(
@@ -69,3 +67,13 @@ def terminal_summary(data: ReportData) -> str:
             f"retries {number(last.retries)}, 429s {number(last.throttled)}"
         )
     return "\n".join(lines)
+
+
+def _open_returns_line(data: ReportData) -> str:
+    if not data.open_returns_mirrored:
+        return "  Customers flagged with open returns: unknown (the ledger predates profile_lists)"
+    line = f"  Customers flagged with open returns: {number(len(data.open_returns))}"
+    stale = sum(1 for row in data.open_returns if row.not_delivered is not None)
+    if stale:
+        line += f" ({number(stale)} with a newer update not delivered)"
+    return line
