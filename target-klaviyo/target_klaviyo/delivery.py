@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -26,6 +27,7 @@ class Settings:
     job_timeout_seconds: float = 600.0
     job_poll_seconds: float = 0.25
     profile_check: str = "off"
+    concurrent_requests: int = 4
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -39,6 +41,7 @@ class Settings:
             job_timeout_seconds=float(config.get("job_timeout_seconds", cls.job_timeout_seconds)),
             job_poll_seconds=float(config.get("job_poll_seconds", cls.job_poll_seconds)),
             profile_check=str(config.get("profile_check", cls.profile_check)),
+            concurrent_requests=int(config.get("concurrent_requests", cls.concurrent_requests)),
         )
 
 
@@ -88,6 +91,57 @@ class Summary:
         }
 
 
+class BackgroundSender:
+    """Sends batches on one background thread while the target reads the next records.
+
+    The SDK drains a full sink on the thread that reads input, so without this the target would
+    stop reading while Klaviyo answers, and stop sending while it reads. Batches are sent in the
+    order given; at most ``depth`` wait, which keeps memory bounded. :meth:`flush` waits for all
+    of them and raises what failed: the target calls it before any STATE message, so a bookmark
+    never moves past a record whose outcome is not recorded.
+    """
+
+    def __init__(self, depth: int = 2) -> None:
+        self._queue: queue.Queue[tuple[Callable[[list[dict[str, Any]]], None], list[Any]] | None]
+        self._queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="klaviyo-sender", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                send, records = item
+                if self._error is None:  # after a failure, later batches wait for a rerun
+                    send(records)
+            except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def submit(self, send: Callable[[list[dict[str, Any]]], None], records: list[Any]) -> None:
+        self._raise()
+        self._queue.put((send, records))
+
+    def flush(self) -> None:
+        self._queue.join()
+        self._raise()
+
+    def close(self) -> None:
+        """Stop after what is queued (never raises: the run's outcome is already decided)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
 class Delivery:
     """The run-wide context the sinks deliver through."""
 
@@ -96,6 +150,7 @@ class Delivery:
         self.ledger = ledger
         self.settings = settings
         self.pending_profiles = PendingProfiles()
+        self.background = BackgroundSender()
         self.summary = Summary()
         self.started_at = datetime.now(timezone.utc)
 

@@ -389,15 +389,18 @@ class Ledger:
             query = query.where(
                 sa.or_(deliveries.c.reason.in_(reasons), deliveries.c.outcome.in_(reasons))
             )
-        accepted = sa.select(deliveries.c.stream, deliveries.c.record_key).where(
-            deliveries.c.outcome == ACCEPTED
+        accepted = (
+            sa.select(deliveries.c.stream, deliveries.c.record_key, sa.func.max(deliveries.c.id))
+            .where(deliveries.c.outcome == ACCEPTED)
+            .group_by(deliveries.c.stream, deliveries.c.record_key)
         )
         with self._lock, self.engine.connect() as conn:
-            delivered = {(row.stream, row.record_key) for row in conn.execute(accepted)}
+            # Only an acceptance AFTER the set-aside settles it (a key can name several updates).
+            delivered = {(r[0], r[1]): r[2] for r in conn.execute(accepted)}
             latest: dict[tuple[str, str], dict[str, Any]] = {}
             for found in conn.execute(query.order_by(deliveries.c.id)).mappings():
                 key = (found["stream"], found["record_key"])
-                if key not in delivered:
+                if delivered.get(key, -1) < found["id"]:
                     latest[key] = {
                         **found,
                         "recorded_at": as_utc(found["recorded_at"]),

@@ -208,7 +208,7 @@ class EventsSink(KlaviyoSink):
     record_key = "unique_id"
 
     def deliver(self, records: list[dict[str, Any]]) -> None:
-        EventSender(self.delivery).send(records)
+        self.delivery.background.submit(EventSender(self.delivery).send, records)
 
     def invalid(self, record: dict[str, Any], problem: str) -> Outcome:
         outcome = event_outcome(self.readable(record), INVALID_RECORD, INVALID_RECORD, problem)
@@ -228,6 +228,7 @@ class ProfileUpdatesSink(KlaviyoSink):
     def process_batch(self, context: dict[str, Any]) -> None:
         # Events first, so that updates can ride on their profile's events.
         self.target.drain_stream("klaviyo_events")
+        self.delivery.background.flush()
         ProfileImporter(self.delivery).send(self.delivery.pending_profiles.claim_all())
 
     def invalid(self, record: dict[str, Any], problem: str) -> Outcome:

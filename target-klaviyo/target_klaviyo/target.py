@@ -118,6 +118,13 @@ class TargetKlaviyo(Target):
             description="Records buffered per stream before they are sent.",
         ),
         th.Property(
+            "concurrent_requests",
+            th.IntegerType(minimum=1, maximum=16),
+            default=4,
+            title="Concurrent requests",
+            description="Event requests in flight at once (paced by the shared rate limiter).",
+        ),
+        th.Property(
             "request_timeout",
             th.NumberType(minimum=1),
             default=30,
@@ -226,12 +233,18 @@ class TargetKlaviyo(Target):
             self.drain_one(sink)
 
     def _write_state_message(self, state: dict[str, Any]) -> None:
-        """A dry run sends nothing, so it must not move the source's bookmark either."""
+        """STATE only once every record before it has its outcome recorded.
+
+        Events are sent in the background while input is read: wait for them (a failure raises
+        here, and no STATE is written). A dry run sends nothing, so it moves no bookmark either.
+        """
+        self.delivery.background.flush()
         if self.dry_run_writer is None:
             super()._write_state_message(state)
 
     def process_endofpipe(self) -> None:
         super().process_endofpipe()
+        self.delivery.background.flush()  # also when no STATE came: failures must surface
         # Everything was delivered or recorded, and STATE written: now judge the run.
         self.threshold_exceeded = self.over_threshold()
         self.finish(
@@ -240,6 +253,7 @@ class TargetKlaviyo(Target):
         )
 
     def finish(self, status: str, error: str | None = None) -> dict[str, Any]:
+        self.delivery.background.close()
         summary = self.delivery.summary.as_dict(self.stats)
         self.ledger.finish_run(status, summary)
         self._log_summary(status, summary)
