@@ -11,12 +11,17 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 
+import jwt
 import uvicorn
 
 from swap_webhooks.app import create_app
 from swap_webhooks.runner import check_command
 from swap_webhooks.settings import SettingsError, load_settings
+
+#: HS256 keys shorter than the hash (RFC 7518, 3.2) are weak.
+MIN_SECRET_BYTES = 32
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,10 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"swap-webhooks: run_command cannot start: {problem}", file=sys.stderr)
         return 2
+    log = logging.getLogger("swap_webhooks")
     if not settings.secret_looks_right:
-        logging.getLogger("swap_webhooks").warning(
-            "webhook_secret does not start with 'whsk_': is it Swap's webhook secret?"
+        log.warning("webhook_secret does not start with 'whsk_': is it Swap's webhook secret?")
+    if len(settings.webhook_secret.reveal().encode()) < MIN_SECRET_BYTES:
+        # Swap chooses the secret; say it once here rather than in PyJWT's warning per request.
+        log.warning(
+            "webhook_secret is shorter than %d bytes: ask Swap for a longer one", MIN_SECRET_BYTES
         )
+    warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

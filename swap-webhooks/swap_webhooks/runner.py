@@ -62,6 +62,7 @@ class Runner:
         self.settings = settings
         self.store = store
         self.env = dict(os.environ if env is None else env)
+        self.command = resolve_command(settings, self.env)
         self.state = "starting"
         self.current_run: dict[str, object] | None = None
         self._wake = asyncio.Event()
@@ -108,6 +109,9 @@ class Runner:
                 # Keep serving: the deliveries are safe in the store and the next step retries.
                 logger.exception("runner step failed")
                 await self._sleep(self._backoff())
+                # A run whose end could not be recorded still holds its deliveries: free them.
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.store.recover)
 
     async def _step(self) -> None:
         self._wake.clear()
@@ -153,7 +157,7 @@ class Runner:
         """
         try:
             self._process = await asyncio.create_subprocess_exec(
-                *self.settings.run_command,
+                *self.command,
                 cwd=self.settings.project_dir,
                 env=self.env,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -235,14 +239,30 @@ def describe_command(settings: Settings) -> str:
     return " ".join(settings.run_command)
 
 
-def check_command(settings: Settings, env: Mapping[str, str]) -> str | None:
-    """Why the run command cannot start (missing or not executable), or None when it can."""
-    program = settings.run_command[0]
+def resolve_command(settings: Settings, env: Mapping[str, str]) -> tuple[str, ...]:
+    """The run command with its program found: on ``PATH``, or for ``meltano``, Meltano's own.
+
+    Under ``meltano invoke swap-webhooks:serve`` Meltano's executable need not be on ``PATH`` (a
+    virtualenv not activated), but Meltano links it at ``<sys dir>/run/bin`` and says where its
+    sys dir is (``MELTANO_SYS_DIR_ROOT``).
+    """
+    program, *args = settings.run_command
     if os.sep in program:
         path = Path(program)
-        if not path.is_absolute():
-            path = settings.project_dir / path
-        return None if os.access(path, os.X_OK) else f"{path} is not an executable file"
-    if shutil.which(program, path=env.get("PATH")) is None:
+        return (str(path if path.is_absolute() else settings.project_dir / path), *args)
+    found = shutil.which(program, path=env.get("PATH"))
+    if found is None and program == "meltano":
+        sys_dir = env.get("MELTANO_SYS_DIR_ROOT") or str(settings.project_dir / ".meltano")
+        link = Path(sys_dir) / "run" / "bin"
+        found = str(link) if os.access(link, os.X_OK) else None
+    return (found or program, *args)
+
+
+def check_command(settings: Settings, env: Mapping[str, str]) -> str | None:
+    """Why the run command cannot start (missing or not executable), or None when it can."""
+    program = resolve_command(settings, env)[0]
+    if os.sep not in program:
         return f"{program!r} is not on PATH; give run_command an absolute path"
+    if not os.access(program, os.X_OK) or Path(program).is_dir():
+        return f"{program} is not an executable file"
     return None

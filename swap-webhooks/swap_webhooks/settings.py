@@ -151,7 +151,9 @@ def _coerce(name: str, value: Any) -> Any:
         raise SettingsError(f"unknown setting {name!r}")
     try:
         if name == "webhook_secret":
-            return value if isinstance(value, Secret) else Secret(str(value))
+            if not isinstance(value, Secret | str):
+                raise TypeError(name)
+            return value if isinstance(value, Secret) else Secret(value)
         if name in ("project_dir", "state_db"):
             return Path(value).expanduser()
         if name == "run_command":
