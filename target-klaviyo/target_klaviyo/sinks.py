@@ -25,7 +25,7 @@ from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
 from target_klaviyo.catalog import RestockApplier, restock_outcome
 from target_klaviyo.events import EventSender, event_outcome
-from target_klaviyo.ledger import INVALID_RECORD, MAPPER_EXCEPTION, Outcome, utcnow
+from target_klaviyo.ledger import INVALID_RECORD, MAPPER_EXCEPTION, Outcome, as_utc, utcnow
 from target_klaviyo.profiles import IDENTITY_FIELDS, MergedUpdate, ProfileImporter, identity_of
 from target_klaviyo.profiles import STREAM as PROFILE_STREAM
 
@@ -131,15 +131,13 @@ class KlaviyoSink(BatchSink):
     def _parse_timestamps_in_record(
         self, record: dict[str, Any], schema: dict[str, Any], treatment: DatetimeErrorTreatmentEnum
     ) -> None:
-        """Parse only records that meet the contract: the others are set aside as they came.
+        """Leave timestamps as the source wrote them.
 
-        The SDK's parser raises ``TypeError`` on a date-time field holding a number or a list
-        (it repairs unparsable strings only), which would stop the run; and the payload kept for
-        a replay should show what the source sent, not a repair.
+        The contract validator already checked their format; the code that needs a datetime
+        parses the one field it uses. The SDK's parser would cost time on every record, raise
+        ``TypeError`` on a date-time field holding a number (stopping the run), and turn the
+        payload kept for a replay into something the source never sent.
         """
-        if self.contract_validator.problem is None:
-            super()._parse_timestamps_in_record(record, schema, treatment)
-
     @property
     def max_size(self) -> int:
         return int(self.config.get("batch_size_rows") or 10000)
@@ -281,8 +279,8 @@ class IntegrationExceptionsSink(KlaviyoSink):
                     detail=r.get("detail"),
                     metric=r.get("rule"),
                     source_id=r.get("source_key"),
-                    source_time=r.get("source_updated_at"),
-                    event_time=r.get("occurred_at") or utcnow(),
+                    source_time=as_utc(r.get("source_updated_at")),
+                    event_time=as_utc(r.get("occurred_at")) or utcnow(),
                     payload=r,
                 )
                 for r in records
