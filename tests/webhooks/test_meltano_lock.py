@@ -3,7 +3,7 @@ a person's: checked on the real ``meltano run returns-to-klaviyo``.
 
 Found while writing these: the lock is a check then an insert (``JobFinder.latest_running``, then
 the job row), not an atomic claim. Two runs started within milliseconds of each other can both pass
-the check (seen in about 1 of 5 simultaneous starts here); they then clash on the shared
+the check (4 of 14 simultaneous starts here); they then clash on the shared
 ``.meltano/run`` catalog file and fail. The tests below start the second run once the first holds
 the lock, which is the case the lock does cover.
 """
