@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import pytest
 import yaml
 
 from swap_transforms.mapper import SwapTransformsMapper
+from swap_webhooks.settings import Settings as WebhookSettings
 from tap_swapcommerce.tap import TapSwapCommerce
 from target_klaviyo.target import TargetKlaviyo
 from tests.conftest import REPO
@@ -76,3 +78,10 @@ def test_pipeline_names_are_the_public_contract() -> None:
     assert schedule["interval"] == "*/5 * * * *"
     assert PROJECT["default_environment"] == "sandbox"
     assert {e["name"] for e in PROJECT["environments"]} == {"sandbox", "prod"}
+
+
+def test_webhook_receiver_settings_match_its_settings_class() -> None:
+    declared = {s["name"]: s for s in PLUGINS["swap-webhooks"]["settings"]}
+    assert set(declared) == {f.name for f in fields(WebhookSettings)}
+    assert declared["webhook_secret"].get("sensitive") is True
+    assert [n for n, s in declared.items() if s.get("sensitive")] == ["webhook_secret"]
