@@ -18,15 +18,19 @@ At run time, `StrictUndefined` turns a missing field into an error, arithmetic m
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator, Mapping
+import io
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
+from jinja2.nodes import EvalContext
 from jinja2.parser import Parser
-from jinja2.runtime import Context, Undefined
+from jinja2.runtime import Context, Undefined, exported
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing
 
 from swap_transforms import helpers
 from swap_transforms.errors import EvaluationError
@@ -213,38 +217,90 @@ def _unknown(kind: str, name: str, candidates: Iterable[str]) -> str:
     return f"unknown {kind} '{name}'{hint}"
 
 
+class _FunctionCodeGenerator(CodeGenerator):
+    """Jinja's code generator, writing an expression as a plain function returning its value.
+
+    Jinja compiles an expression into a template render function: a generator that stores the
+    result in a fresh `Context`. Mapping expressions run several times per record, so the
+    wrapping is trimmed: `root(scope)` returns the value, and the `Scope` is the context.
+    Everything inside the expression (names, attributes, calls, filters, operators) is written
+    by Jinja's own generator, so the sandbox checks are the same.
+    """
+
+    def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:  # noqa: N802
+        assert frame is None, "no root frame allowed"
+        self.writeline("from jinja2.runtime import " + ", ".join(sorted(exported)))
+        # Filters and tests are looked up once: the environment is fixed at start-up.
+        self.pull_dependencies(node.body)
+        self.writeline("def root(context, missing=missing, environment=environment):", extra=1)
+        self.indent()
+        self.writeline("resolve = context.resolve_or_missing")
+        self.writeline("undefined = environment.undefined")
+        self.writeline("concat = environment.concat")
+        self.writeline("cond_expr_undefined = Undefined")
+        frame = Frame(EvalContext(self.environment, self.name))
+        frame.symbols.analyze_node(node)
+        frame.toplevel = frame.rootlevel = True
+        self.enter_frame(frame)
+        self.blockvisit(node.body, frame)
+        self.leave_frame(frame, with_python_scope=True)
+        self.outdent()
+
+    def visit_ExprStmt(self, node: nodes.ExprStmt, frame: Frame) -> None:  # noqa: N802
+        # The one statement of a compiled mapping expression (Jinja allows no custom node
+        # types; `ExprStmt` is otherwise only made by the `do` extension, which is not loaded).
+        self.newline(node)
+        self.write("return ")
+        self.visit(node.node, frame)
+
+
+def compile_function(expression: nodes.Expr) -> Callable[[Scope], Any]:
+    """Compile an expression into `root(scope) -> value` (see `_FunctionCodeGenerator`)."""
+    template = nodes.Template([nodes.ExprStmt(expression, lineno=1)], lineno=1)
+    template.set_environment(ENVIRONMENT)
+    source = io.StringIO()
+    _FunctionCodeGenerator(ENVIRONMENT, None, "<mapping>", stream=source).visit(template)
+    code = compile(source.getvalue(), "<mapping>", "exec")
+    namespace: dict[str, Any] = {"environment": ENVIRONMENT, "__file__": "<mapping>"}
+    exec(code, namespace)  # noqa: S102 - code Jinja's generator wrote for a checked expression
+    return cast("Callable[[Scope], Any]", namespace["root"])
+
+
 class Expression:
     """A compiled expression, evaluated against a `Scope` (compiled once, run per record)."""
 
-    __slots__ = ("_template",)
+    __slots__ = ("_function",)
 
     def __init__(self, expression: nodes.Expr) -> None:
-        body = [nodes.Assign(nodes.Name("result", "store"), expression, lineno=1)]
-        self._template = ENVIRONMENT.from_string(nodes.Template(body, lineno=1))
+        self._function = compile_function(expression)
 
     def __call__(self, scope: Scope) -> Any:
-        # What TemplateExpression does, but with the scope shared instead of copied into a dict:
-        # copying would evaluate every definition, and definitions are meant to be lazy.
-        context = Context(ENVIRONMENT, cast("dict[str, Any]", scope), None, {})
-        for _ in self._template.root_render_func(context):
-            pass
-        result = context.vars["result"]
+        result = self._function(scope)
         if isinstance(result, Undefined):
             result._fail_with_undefined_error()
         return result
 
 
-class Scope(Mapping[str, Any]):
+_EVAL_CONTEXT = EvalContext(ENVIRONMENT, None)
+
+
+class Scope(Context):
     """The variables of one evaluation: bindings, then lazily computed definitions, then helpers.
 
-    A definition is computed the first time an expression of this record refers to it and kept
-    for the rest of the record; a failure is kept too, so every rule that uses a broken
-    definition reports the same error.
+    It is also the Jinja context of the compiled expressions (`resolve_or_missing` is the only
+    lookup they make), so evaluating an expression creates no object. A definition is computed
+    the first time an expression of this record refers to it and kept for the rest of the
+    record; a failure is kept too, so every rule that uses a broken definition reports the same
+    error.
     """
 
-    __slots__ = ("_definitions", "_names", "_parent", "_values")
+    # What Jinja's Context sets per instance and compiled expressions read, shared: they cannot
+    # change it (statements such as `{% autoescape %}` are refused when the mapping loads).
+    environment = ENVIRONMENT
+    eval_ctx = _EVAL_CONTEXT
+    name = None
 
-    def __init__(
+    def __init__(  # Context.__init__ is not called: it builds what is shared above
         self,
         values: dict[str, Any],
         definitions: Mapping[str, Expression],
@@ -260,24 +316,24 @@ class Scope(Mapping[str, Any]):
         """A scope for one `for_each` item: the binding on top of this scope."""
         return Scope({name: value}, self._definitions, self._names, self)
 
-    def __getitem__(self, key: str) -> Any:
-        scope: Scope | None = self
-        while scope is not None:
+    def resolve_or_missing(self, key: str) -> Any:
+        scope = self
+        while True:
             values = scope._values
             if key in values:
                 value = values[key]
-                if isinstance(value, _Failure):
+                if type(value) is _Failure:
                     raise value.error()
                 return value
-            if scope._parent is None:
+            parent = scope._parent
+            if parent is None:
                 return scope._define(key)
-            scope = scope._parent
-        raise KeyError(key)  # pragma: no cover - the loop always returns from the root scope
+            scope = parent
 
     def _define(self, key: str) -> Any:
         definition = self._definitions.get(key)
         if definition is None:
-            return self._names[key]
+            return self._names.get(key, missing)
         try:
             value = definition(self)
         except Exception as error:
@@ -285,6 +341,12 @@ class Scope(Mapping[str, Any]):
             self._values[key] = failure
             raise failure.error() from error
         self._values[key] = value
+        return value
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.resolve_or_missing(key)
+        if value is missing:
+            raise KeyError(key)
         return value
 
     def __contains__(self, key: object) -> bool:
@@ -295,15 +357,15 @@ class Scope(Mapping[str, Any]):
             scope = scope._parent
         return key in self._definitions or key in self._names
 
-    def __iter__(self) -> Iterator[str]:
-        # Jinja only looks names up; listing would force every definition, so list bindings only.
+    def get_all(self) -> dict[str, Any]:
+        # Listing would force every definition: list the bindings only.
+        bindings: dict[str, Any] = {}
         scope: Scope | None = self
         while scope is not None:
-            yield from scope._values
+            for key, value in scope._values.items():
+                bindings.setdefault(key, value)
             scope = scope._parent
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
+        return bindings
 
 
 class _Failure:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import TemplateError, nodes, pass_context
 from jinja2.runtime import Context, Undefined
@@ -140,7 +140,7 @@ class Loop:
 
     @pass_context
     def run(self, context: Context, items: Any) -> list[Any]:
-        scope: Scope = context.parent  # type: ignore[assignment]  # shared: the Scope itself
+        scope = cast("Scope", context)  # expressions run with their Scope as the context
         result: list[Any] = []
         for index, item in enumerate(iterate(items)):
             child = scope.child(self.binding, item)
