@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from filelock import FileLock, Timeout
 from sqlalchemy.engine import Engine, make_url
 
 metadata = sa.MetaData()
@@ -169,13 +171,53 @@ class Ledger:
         self.run_id = run_id or str(uuid.uuid4())
         #: A dry run reads the ledger (to send exactly what a real run would) but writes nothing.
         self.read_only = read_only
+        self._file_lock: FileLock | None = None
+        self._lock_connection: sa.Connection | None = None
         _prepare_sqlite_file(url)
         self.engine: Engine = sa.create_engine(url, future=True)
         self._lock = threading.Lock()
         metadata.create_all(self.engine)
 
     def close(self) -> None:
+        self.release_run()
         self.engine.dispose()
+
+    # -- one run at a time ---------------------------------------------------------------------
+
+    def lock_run(self, timeout: float) -> bool:
+        """Hold the ledger for this run: two runs never deliver at once, even started together.
+
+        Meltano refuses a second run of a pipeline whose state id has a running job, but checks
+        and records in two steps, so two runs started in the same instant can both pass; two
+        targets writing the same ledger could then apply one restock twice. A SQLite ledger is
+        locked with a lock file beside it, a Postgres one with an advisory lock. Returns False when
+        another run held it for longer than ``timeout`` seconds.
+        """
+        parsed = make_url(self.url)
+        backend = parsed.get_backend_name()
+        if backend == "sqlite" and parsed.database and parsed.database != ":memory:":
+            self._file_lock = FileLock(f"{parsed.database}.lock", mode=0o600)
+            try:
+                self._file_lock.acquire(timeout=timeout)
+            except Timeout:
+                return False
+            return True
+        if backend == "postgresql":
+            self._lock_connection = self.engine.connect()
+            deadline = time.monotonic() + timeout
+            query = sa.text("SELECT pg_try_advisory_lock(hashtext('target-klaviyo ledger'))")
+            while not self._lock_connection.execute(query).scalar():
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(1)
+        return True
+
+    def release_run(self) -> None:
+        if self._file_lock is not None and self._file_lock.is_locked:
+            self._file_lock.release()
+        if self._lock_connection is not None:
+            self._lock_connection.close()  # the advisory lock ends with its session
+            self._lock_connection = None
 
     # -- outcomes ------------------------------------------------------------------------------
 

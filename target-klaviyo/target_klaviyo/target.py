@@ -173,6 +173,13 @@ class TargetKlaviyo(Target):
             "newly sets records aside.",
         ),
         th.Property(
+            "lock_timeout_seconds",
+            th.NumberType(minimum=0),
+            default=1800,
+            title="Lock timeout (seconds)",
+            description="How long to wait for another run on the same ledger to finish.",
+        ),
+        th.Property(
             "retention_days",
             th.NumberType(minimum=0),
             default=30,
@@ -210,11 +217,21 @@ class TargetKlaviyo(Target):
         dry_run = bool(self.config.get("dry_run"))
         self.dry_run_writer = DryRunWriter(self.config["dry_run_path"]) if dry_run else None
         self.ledger = Ledger(self.config["ledger_url"], read_only=dry_run)
+        self._lock_ledger(float(self.config.get("lock_timeout_seconds", 1800)))
         self.ledger.purge(float(self.config.get("retention_days", 30)))
         self.ledger.start_run()
         self.delivery = Delivery.from_config(
             self.config, ledger=self.ledger, stats=self.stats, dry_run=self.dry_run_writer
         )
+
+    def _lock_ledger(self, timeout: float) -> None:
+        self.logger.info("Taking the ledger's run lock (another run of this pipeline may hold it)")
+        if not self.ledger.lock_run(timeout):
+            msg = (
+                f"another target-klaviyo run has held the ledger for {timeout:.0f} s "
+                "(lock_timeout_seconds); this run stops before reading anything"
+            )
+            raise KlaviyoUnavailable(msg)
 
     def get_sink_class(self, stream_name: str) -> type[Sink]:
         try:
@@ -256,6 +273,7 @@ class TargetKlaviyo(Target):
         self.delivery.background.close()
         summary = self.delivery.summary.as_dict(self.stats)
         self.ledger.finish_run(status, summary)
+        self.ledger.release_run()
         self._log_summary(status, summary)
         self._alert(status, error)
         self.delivery.client.close()
@@ -324,7 +342,13 @@ class TargetKlaviyo(Target):
             super().invoke(about=about, about_format=about_format, config=config)
             return
         cls.print_version(print_fn=cls.logger.info)
-        target = cls(config=config.config, validate_config=True, parse_env_config=config.parse_env)
+        try:
+            target = cls(
+                config=config.config, validate_config=True, parse_env_config=config.parse_env
+            )
+        except KlaviyoUnavailable as exc:
+            cls.logger.error("%s", exc)
+            sys.exit(1)
         try:
             target.listen(file_input)
         except (KlaviyoAuthError, KlaviyoUnavailable) as exc:
