@@ -6,8 +6,10 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from jinja2.runtime import Undefined
 
 from swap_transforms import helpers
+from swap_transforms.sandbox import ENVIRONMENT, Expression, Scope, parse_expression
 from tests.transforms.conftest import a_return, items_of
 
 
@@ -150,3 +152,60 @@ def test_coalesce_keeps_falsy_values_that_are_not_none() -> None:
     assert helpers.coalesce(None, 0, 5) == 0
     assert helpers.coalesce(None, "", "x") == ""
     assert helpers.coalesce(None, None) is None
+
+
+# -- field_values: the chain `map(attribute=...) | reject('none') | list` in one call ----------
+
+
+def _evaluate(source: str, **values: object) -> object:
+    """An expression run in the mapping sandbox; failures come back as (type, message)."""
+    try:
+        result = Expression(parse_expression(source))(Scope(dict(values), {}, {}))
+    except Exception as error:  # noqa: BLE001 - the failure is what is compared
+        return (type(error).__name__, str(error))
+    if isinstance(result, list):
+        return [
+            ("undefined", str(member._undefined_hint or member._undefined_name))
+            if isinstance(member, Undefined)
+            else member
+            for member in result
+        ]
+    return result
+
+
+@pytest.mark.parametrize(
+    ("items", "field"),
+    [
+        ([{"sku": "A"}, {"sku": None}, {"sku": "B"}, {"sku": "A"}], "sku"),
+        ([{"sku": "A"}, {"other": 1}], "sku"),  # a missing field stays as the chain keeps it
+        ([{"n": 0}, {"n": False}, {"n": ""}, {"n": Decimal("1.5")}], "n"),  # only None dropped
+        ([{"a": {"b": 1}}, {"a": {"b": None}}, {"a": {}}], "a.b"),  # dotted path
+        ([["x", "y"], ["z"], []], "0"),  # an index, as map(attribute='0') reads it
+        ([{"items": [1]}, {"keys": 2}], "items"),
+        (["text", 3, None], "sku"),  # not objects
+        (["abc"], "upper"),
+        ([{"a": 1}], "__class__"),  # the sandbox's refusal, as the chain gives it
+        ([], "sku"),
+        (None, "sku"),
+        (0, "sku"),
+        ("ab", "sku"),
+        (5, "sku"),
+        ({"sku": "A"}, "sku"),  # a mapping iterates its keys
+    ],
+)
+def test_field_values_gives_what_the_filter_chain_gives(items: object, field: str) -> None:
+    chain = _evaluate(f"items | map(attribute={field!r}) | reject('none') | list", items=items)
+    assert _evaluate(f"items | field_values({field!r})", items=items) == chain
+    function = Scope({"items": items}, {}, dict(ENVIRONMENT.globals))
+    try:
+        called = Expression(parse_expression(f"field_values(items, {field!r})"))(function)
+    except Exception as error:  # noqa: BLE001
+        called = (type(error).__name__, str(error))
+    if not isinstance(called, list) or not any(isinstance(v, Undefined) for v in called):
+        assert called == chain
+
+
+def test_field_values_of_an_undefined_list_fails_like_the_chain() -> None:
+    chain = _evaluate("record.nope | map(attribute='sku') | reject('none') | list", record={})
+    assert _evaluate("record.nope | field_values('sku')", record={}) == chain
+    assert chain[0] == "UndefinedError"  # type: ignore[index]

@@ -13,9 +13,14 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from email_validator import EmailNotValidError, validate_email
+from jinja2 import pass_environment
+from jinja2.filters import make_attrgetter
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 #: Item fields of the Swap contract; `return_items` gives every flattened item all of them, so
 #: that mappings can test optional ones (`refunded_at`, `restocked_at`, ...) without `default`.
@@ -94,6 +99,32 @@ def money(value: Any) -> Decimal | None:
     return amount.quantize(_CENT, rounding=ROUND_HALF_UP)
 
 
+@pass_environment
+def field_values(environment: Environment, items: Any, field: str | int) -> list[Any]:
+    """The value of `field` in each of `items`, in order, nulls left out.
+
+    What `items | map(attribute=field) | reject('none') | list` gives (dotted paths and the
+    sandbox's lookups included), in one call instead of a chain of generators.
+    """
+    if not items:
+        return []
+    values: list[Any] = []
+    if isinstance(field, str) and "." not in field and not field.isdigit():
+        lookup = environment.getitem
+        for item in items:
+            # A JSON object with the key: what the sandbox's lookup would return, faster.
+            value = item[field] if type(item) is dict and field in item else lookup(item, field)
+            if value is not None:
+                values.append(value)
+        return values
+    getter = make_attrgetter(environment, field)
+    for item in items:
+        value = getter(item)
+        if value is not None:
+            values.append(value)
+    return values
+
+
 def return_items(swap_return: Any) -> list[dict[str, Any]]:
     """All items of a return, across its shipments, in order.
 
@@ -159,6 +190,7 @@ FILTERS: Mapping[str, Callable[..., Any]] = {
     "is_email": is_valid_email,
     "money": money,
     "return_items": return_items,
+    "field_values": field_values,
     "iso": iso_timestamp,
     "stable_hash": stable_hash,
 }
@@ -172,6 +204,7 @@ FUNCTIONS: Mapping[str, Callable[..., Any]] = {
     "is_email": is_valid_email,
     "money": money,
     "return_items": return_items,
+    "field_values": field_values,
     "iso": iso_timestamp,
     "stable_hash": stable_hash,
     "coalesce": coalesce,
