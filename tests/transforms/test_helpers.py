@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
+import string
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
 from jinja2.runtime import Undefined
 
 from swap_transforms import helpers
@@ -209,3 +212,73 @@ def test_field_values_of_an_undefined_list_fails_like_the_chain() -> None:
     chain = _evaluate("record.nope | map(attribute='sku') | reject('none') | list", record={})
     assert _evaluate("record.nope | field_values('sku')", record={}) == chain
     assert chain[0] == "UndefinedError"  # type: ignore[index]
+
+
+# -- is_valid_email: a cheaper path for plain addresses, the same verdicts --------------------
+
+
+def _reference_verdict(address: str) -> bool:
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
+
+
+def _tricky_addresses() -> list[str]:
+    label63 = "b" * 63
+    fixed = [
+        "ana@example.com", "Ana.Silva@Example.COM", "a+b@example.co.uk", "info@example.com",
+        "a@b.co", "a@b", "a@localhost", "x@foo.local", "x@foo.test", "x@foo.invalid",
+        "x@example.arpa", "x@onion", "x@foo.onion", "x@xn--bcher-kva.ch", "x@xn--zz.com",
+        "x@xn--e1afmkfd.xn--p1ai", "a@ab--cd.com", "ab--cd@example.com", "a..b@example.com",
+        ".a@example.com", "a.@example.com", "a@-example.com", "a@example-.com", "a@exa_mple.com",
+        "a@ex..ample.com", "a@example.c0m", "a@example.123", "a@1.2.3.4", "a@[1.2.3.4]",
+        "a@[IPv6:::1]", "a@example.com.", "a@.example.com", "a#b@example.com",
+        "a/b=c@example.com", "a%b@example.com", "a\\b@example.com", "a@@example.com",
+        "@example.com", "a@", "@", "", " ", "a b@example.com", "a@ex ample.com",
+        " a@example.com", "a@example.com ", "a\t@example.com", "a@example.com\n",
+        '"quoted"@example.com', '"a b"@example.com', "Name <n@example.com>", "<n@example.com>",
+        "n@example.com>", "a>b@example.com", "a@exa>mple.com", "a(b)@example.com",
+        "a@example.(com)", "a,b@example.com", "a;b@example.com", "a:b@example.com",
+        "jöhn@example.com", "user@münchen.de", "тест@пример.рф", "\uff21\uff22@example.com",
+        "a@\uff45xample.com", "a\u200b@example.com", "a@exa\u200bmple.com", "a@example.co\u0301m",
+        "a" * 64 + "@example.com", "a" * 65 + "@example.com", f"a@{label63}.com",
+        f"a@{'b' * 64}.com", "a@" + ".".join([label63] * 3) + ".com",
+        "a@" + ".".join([label63] * 4) + ".com", "x" * 240 + "@example.com",
+        "x" * 242 + "@example.com", "x" * 243 + "@example.com", "x" * 250 + "@example.com",
+        "x" * 10 + "@" + ".".join([label63] * 3) + "." + "c" * 50,
+        "x" * 60 + "@" + ".".join(["b" * 60] * 3) + ".com",
+        "x" * 2 + "@" + ".".join(["b" * 61] * 4),
+        "a@XN--BCHER-KVA.ch", "a@xn--bcher-kva.ch." , "postmaster@example.com",
+        "a@sub.domain.example.museum", "a@e.x", "a@example.c", "a@example.co-m",
+        "a@123.com", "a@-.com", "a@a-.b", "a@a.b-", "a@a.-b",
+    ]  # fmt: skip
+    rng = random.Random(20260601)
+    alphabet = string.ascii_letters + string.digits + ".-_+@\"<>()[]\\ é!#$%&'*/=?^`{|}~,;:"
+    generated = []
+    for _ in range(3000):
+        local = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+        domain = ".".join(
+            "".join(rng.choice(string.ascii_lowercase + string.digits + "-_") for _ in range(n))
+            for n in (rng.randint(0, 6) for _ in range(rng.randint(1, 3)))
+        )
+        generated.append(f"{local}@{domain}")
+        generated.append("".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))))
+    for _ in range(500):  # around the length limits
+        local = "l" * rng.randint(1, 80)
+        labels = ["d" * rng.randint(1, 63) for _ in range(rng.randint(1, 5))]
+        generated.append(f"{local}@{'.'.join(labels)}.com")
+    return fixed + generated
+
+
+def test_is_valid_email_agrees_with_email_validator() -> None:
+    addresses = _tricky_addresses()
+    disagreements = [
+        address
+        for address in addresses
+        if helpers.is_valid_email(address) is not _reference_verdict(address)
+    ]
+    assert disagreements == []
+    verdicts = {_reference_verdict(address) for address in addresses}
+    assert verdicts == {True, False}  # both kinds were exercised

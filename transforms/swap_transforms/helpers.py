@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import DOT_ATOM_TEXT
 from jinja2 import pass_environment
 from jinja2.filters import make_attrgetter
 
@@ -71,13 +72,42 @@ def is_valid_email(value: Any) -> bool:
 
 @lru_cache(maxsize=16_384)
 def _valid_address(address: str) -> bool:
-    # Cached: a customer's address comes back with each of their returns, and the check is
-    # the costliest helper.
+    # Cached: a customer's address comes back with each of their returns.
+    if address.isascii() and address.count("@") == 1 and '"' not in address and "<" not in address:
+        # A plain ASCII address: `validate_email` splits it at the @-sign, checks the part
+        # before it with DOT_ATOM_TEXT alone, the domain on its own, and then the lengths of
+        # the address in its forms. The domain's verdict (the costly part) is kept per domain.
+        local, domain = address.split("@")
+        lengths = _domain_lengths(domain)
+        return (
+            lengths is not None
+            and DOT_ATOM_TEXT.match(local) is not None
+            and len(address) <= _EMAIL_MAX_LENGTH
+            and len(local) + 1 + lengths <= _EMAIL_MAX_LENGTH
+        )
     try:
         validate_email(address, check_deliverability=False)
     except EmailNotValidError:
         return False
     return True
+
+
+_EMAIL_MAX_LENGTH = 254  # octets, as email_validator counts them
+
+
+@lru_cache(maxsize=4_096)
+def _domain_lengths(domain: str) -> int | None:
+    """None if `domain` fails email_validator's checks, else its longest form in octets.
+
+    The verdict comes from validating the shortest address with that domain (`a@domain`):
+    any address with the domain that passes is at least as long, so its only extra conditions
+    are its local part and its length in each form (as given, normalised and IDNA ASCII).
+    """
+    try:
+        checked = validate_email(f"a@{domain}", check_deliverability=False)
+    except EmailNotValidError:
+        return None
+    return max(len(checked.domain.encode("utf-8")), len(checked.ascii_domain))
 
 
 def money(value: Any) -> Decimal | None:
