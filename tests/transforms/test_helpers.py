@@ -282,3 +282,16 @@ def test_is_valid_email_agrees_with_email_validator() -> None:
     assert disagreements == []
     verdicts = {_reference_verdict(address) for address in addresses}
     assert verdicts == {True, False}  # both kinds were exercised
+
+
+# -- iso: cached per text, same values and errors ---------------------------------------------
+
+
+def test_iso_gives_the_same_results_and_errors_when_called_again() -> None:
+    for _ in range(2):
+        assert helpers.iso_timestamp("2026-05-06T09:12:00.000Z") == "2026-05-06T09:12:00Z"
+        assert helpers.iso_timestamp(" 2026-05-06T11:12:00+02:00 ") == "2026-05-06T09:12:00Z"
+        with pytest.raises(ValueError, match="iso expects an ISO 8601 timestamp"):
+            helpers.iso_timestamp("2026-13-45T00:00:00Z")
+        with pytest.raises(TypeError, match="got list"):
+            helpers.iso_timestamp(["2026-05-06T09:12:00Z"])

@@ -182,6 +182,18 @@ def iso_timestamp(value: Any) -> str | None:
     """
     if value is None:
         return None
+    if type(value) is str:
+        return _iso_text(value)
+    return _iso(value)
+
+
+@lru_cache(maxsize=4_096)
+def _iso_text(value: str) -> str:
+    # Cached: one record's timestamps are normalised for each of its events.
+    return _iso(value)
+
+
+def _iso(value: Any) -> str:
     if isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value.strip())
