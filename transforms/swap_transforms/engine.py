@@ -279,9 +279,14 @@ def mask(text: str, record: Any, keep: str | None = None) -> str:
     holds text of the record, or is part of it, becomes '***'; messages' own words (a field
     name, a type) stay readable. The record's key is kept: operators need it to find the record.
     """
-    values = {value.lower() for value in _strings(record) if len(value) >= 3 and value != keep}
+    values: set[str] | None = None  # the record's texts, collected once a quote needs them
 
     def hide(match: re.Match[str]) -> str:
+        nonlocal values
+        if values is None:
+            values = {
+                value.lower() for value in _strings(record) if len(value) >= 3 and value != keep
+            }
         quote, inner = match.group(1), match.group(2).lower()
         if any(value in inner for value in values) or (
             len(inner) >= 4 and any(inner in value for value in values)
