@@ -52,6 +52,7 @@ ITEM_FIELDS: tuple[str, ...] = (
     "restocked_at",
 )
 
+_NO_ITEM_FIELDS: dict[str, Any] = dict.fromkeys(ITEM_FIELDS)  # copied per item, never changed
 _CENT = Decimal("0.01")
 
 
@@ -167,7 +168,7 @@ def return_items(swap_return: Any) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for shipment in swap_return.get("return_shipments") or ():
         for item in shipment.get("items") or ():
-            flat = dict.fromkeys(ITEM_FIELDS)
+            flat = _NO_ITEM_FIELDS.copy()
             flat.update(item)
             flat["shipment_id"] = shipment.get("shipment_id")
             items.append(flat)

@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any, TypeVar, cast
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
-from jinja2.compiler import CodeGenerator, Frame
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError
 from jinja2.nodes import EvalContext
 from jinja2.parser import Parser
@@ -45,6 +45,8 @@ MAX_EXPONENT = 64
 
 #: Prefix of names the engine itself adds to compiled expressions (loops); refused in mappings.
 ENGINE_PREFIX = "_"
+#: Prefix of the engine's value-level `for_each` functions (`_loop0`, `_loop1`, ...).
+ENGINE_LOOP = f"{ENGINE_PREFIX}loop"
 
 
 class MappingEnvironment(ImmutableSandboxedEnvironment):
@@ -252,6 +254,36 @@ class _FunctionCodeGenerator(CodeGenerator):
         self.newline(node)
         self.write("return ")
         self.visit(node.node, frame)
+
+    @optimizeconst
+    def visit_Getattr(self, node: nodes.Getattr, frame: Frame) -> None:  # noqa: N802
+        # `record.total` on a JSON object that has the key: the value, as
+        # `MappingEnvironment.getattr` would return it, without the call. Anything else goes to
+        # the environment's getattr (the sandbox's checks) as Jinja writes it.
+        obj = self.temporary_identifier()
+        self.write(f"({obj}[{node.attr!r}] if type({obj} := ")
+        self.visit(node.node, frame)
+        self.write(f") is dict and {node.attr!r} in {obj} else environment.getattr({obj}, ")
+        self.write(f"{node.attr!r}))")
+
+    def visit_Call(  # noqa: N802
+        self, node: nodes.Call, frame: Frame, forward_caller: bool = False
+    ) -> None:
+        # The engine's own `for_each` functions (names mappings cannot write) are called
+        # directly with the context; every other call goes through the sandbox.
+        callee = node.node
+        if (
+            isinstance(callee, nodes.Name)
+            and callee.name.startswith(ENGINE_LOOP)
+            and not (node.kwargs or node.dyn_args or node.dyn_kwargs or forward_caller)
+        ):
+            self.write("(")
+            self.visit(callee, frame)
+            self.write(")(context")
+            self.signature(node, frame)
+            self.write(")")
+            return
+        super().visit_Call(node, frame, forward_caller=forward_caller)
 
 
 def compile_function(expression: nodes.Expr) -> Callable[[Scope], Any]:

@@ -24,7 +24,7 @@ from jinja2.runtime import Context, Undefined
 
 from swap_transforms.errors import EvaluationError, Problem
 from swap_transforms.sandbox import (
-    ENGINE_PREFIX,
+    ENGINE_LOOP,
     Expression,
     ExpressionError,
     Scope,
@@ -301,7 +301,7 @@ class ValueCompiler:
         if items is None or body is None or len(self.problems) > count:
             return None
         used.update(items[1], inner_used - {binding})
-        name = f"{ENGINE_PREFIX}loop{len(self.engine_names)}"
+        name = f"{ENGINE_LOOP}{len(self.engine_names)}"
         loop = Loop(binding, when, body, f"field '{label}'" if label else "for_each")
         self.engine_names[name] = loop.run
         return LoopValue(name, items_source, loop, label)
@@ -344,19 +344,53 @@ def check_native(value: Any) -> Any:
     if kind in _LEAVES:
         return value
     if kind is dict:
-        for key, member in value.items():
-            if type(key) is not str:
-                msg = f"object keys must be strings, got {type(key).__name__}"
-                raise TypeError(msg)
-            if type(member) not in _LEAVES:
-                check_native(member)
+        _check_dict(value)
     elif kind is list or kind is tuple:
-        for member in value:
-            if type(member) not in _LEAVES:
-                check_native(member)
+        _check_list(value)
     else:
         _check_other(value)
     return value
+
+
+# The walk is depth first, members in order, as one recursive `check_native` per value would
+# go; the common members (text, numbers, nested objects and lists) are handled in the loop.
+
+
+def _check_dict(value: dict[Any, Any]) -> None:
+    for key, member in value.items():
+        if type(key) is not str:
+            msg = f"object keys must be strings, got {type(key).__name__}"
+            raise TypeError(msg)
+        kind = type(member)
+        if kind in _LEAVES:
+            continue
+        if kind is dict:
+            _check_dict(member)
+        elif kind is list or kind is tuple:
+            _check_list(member)
+        elif kind is Decimal or kind is float:
+            if not math.isfinite(member):
+                msg = "numbers must be finite"
+                raise ValueError(msg)
+        else:
+            _check_other(member)
+
+
+def _check_list(value: list[Any] | tuple[Any, ...]) -> None:
+    for member in value:
+        kind = type(member)
+        if kind in _LEAVES:
+            continue
+        if kind is dict:
+            _check_dict(member)
+        elif kind is list or kind is tuple:
+            _check_list(member)
+        elif kind is Decimal or kind is float:
+            if not math.isfinite(member):
+                msg = "numbers must be finite"
+                raise ValueError(msg)
+        else:
+            _check_other(member)
 
 
 def _check_other(value: Any) -> None:
