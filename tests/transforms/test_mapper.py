@@ -5,8 +5,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import queue
 import subprocess
 import sys
+import threading
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -182,3 +186,68 @@ def test_about_lists_the_setting() -> None:
     )
     about = json.loads(result.stdout)
     assert "mapping_files" in about["settings"]["properties"]
+
+
+def test_the_executable_reads_bytes_crlf_and_utf8_as_text_lines_were(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"mapping_files": [str(DEFAULT_MAPPING)]}))
+    named = a_return(return_id="ret_ü", rma_number="SW-ß", customer_name="Zoë Łukasz")
+    text = lines(schema("returns"), record("returns", named), record("returns", a_return()))
+
+    def run(data: bytes) -> bytes:
+        result = subprocess.run(
+            [str(SWAP_TRANSFORMS), "--config", str(config)],
+            input=data,
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
+        return result.stdout
+
+    plain = run(text.encode("utf-8"))
+    assert run(text.replace("\n", "\r\n").encode("utf-8")) == plain
+    out = [json.loads(line) for line in plain.decode("utf-8").splitlines()]
+    assert "swap:ret_ü:started" in {m["record"].get("unique_id") for m in out if "record" in m}
+
+
+def test_each_input_message_has_its_outputs_written_before_the_next_is_read(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"mapping_files": [str(DEFAULT_MAPPING)]}))
+    buffered = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+    process = subprocess.Popen(
+        [str(SWAP_TRANSFORMS), "--config", str(config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=buffered,
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    stdout = process.stdout
+    received: queue.Queue[bytes] = queue.Queue()
+
+    def read() -> None:
+        for line in iter(stdout.readline, b""):
+            received.put(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        for number in range(2):
+            # A rejected return: one small output, far less than an output buffer holds.
+            rejected = a_return(return_id=f"ret_{number}", customer_email=None)
+            process.stdin.write(lines(record("returns", rejected)).encode())
+            process.stdin.flush()  # the mapper's input stays open: it must not wait for more
+            deadline = time.monotonic() + 60
+            while True:
+                line = received.get(timeout=max(0.1, deadline - time.monotonic()))
+                if b'"integration_exceptions"' in line and f'"ret_{number}"'.encode() in line:
+                    break
+    finally:
+        process.stdin.close()
+        process.wait(timeout=60)
+        reader.join(timeout=60)
+        stdout.close()
+    assert process.returncode == 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 import click
 import msgspec
@@ -33,14 +33,49 @@ if TYPE_CHECKING:
 
 
 class PrivateMsgSpecReader(MsgSpecReader):
-    """The SDK's msgspec reader, minus logging the unparsable line (it may hold personal data)."""
+    """The SDK's msgspec reader, minus logging the unparsable line (it may hold personal data).
 
-    def deserialize_json(self, line: str) -> dict[str, Any]:
+    Standard input is read as bytes: msgspec decodes UTF-8 JSON itself, so decoding each line
+    into text first only cost time.
+    """
+
+    @property
+    def default_input(self) -> IO[Any]:  # type: ignore[override]
+        return sys.stdin.buffer
+
+    def deserialize_json(self, line: str | bytes) -> dict[str, Any]:
         try:
             return decoder.decode(line)  # type: ignore[no-any-return]
         except msgspec.DecodeError:
             msg = "Unable to parse an input line as JSON (not shown: it may hold personal data)"
             raise InvalidInputLine(msg) from None
+
+
+class PerInputMsgSpecWriter(MsgSpecWriter):
+    """The SDK's msgspec writer, writing the messages made from one input message at once.
+
+    The SDK's writer writes and flushes each message: a system call per output record (and
+    with PYTHONUNBUFFERED, standard output has no buffer at all). The mapper calls `flush`
+    after each input message, so a target still gets each input's outputs as soon as they
+    exist, in the same order.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending = bytearray()
+
+    def write_message(self, message: Message) -> None:
+        self._pending += self.format_message(message)
+
+    def flush(self) -> None:
+        if self._pending:
+            out = sys.stdout.buffer
+            with memoryview(self._pending) as data:
+                done = 0
+                while done < len(data):  # an unbuffered stream may take part of it per call
+                    done += out.write(data[done:]) or 0
+            self._pending.clear()
+        sys.stdout.flush()
 
 
 class SwapTransformsMapper(InlineMapper):
@@ -52,7 +87,7 @@ class SwapTransformsMapper(InlineMapper):
         PluginCapabilities.STRUCTURED_LOGGING,
     ]
     message_reader_class = PrivateMsgSpecReader
-    message_writer_class = MsgSpecWriter
+    message_writer_class = PerInputMsgSpecWriter
     config_jsonschema: ClassVar[dict[str, Any]] = th.PropertiesList(
         th.Property(
             "mapping_files",
@@ -83,6 +118,7 @@ class SwapTransformsMapper(InlineMapper):
         )
         self.engine = MappingEngine.from_files(self.config["mapping_files"])
         self._schemas_sent: set[str] = set()
+        self._schemas_complete: set[str] = set()  # source streams whose outputs all had one
         self._dropped: set[str] = set()
 
     @classmethod
@@ -111,13 +147,33 @@ class SwapTransformsMapper(InlineMapper):
             self.logger.info("Stream '%s' has no mapping rules: its messages are dropped", stream)
         return False
 
+    def _write_messages(self, messages: Iterable[Message]) -> None:
+        # The outputs of one input message, then one write (see PerInputMsgSpecWriter).
+        for message in messages:
+            self.write_message(message)
+        self._flush()
+
+    def _flush(self) -> None:
+        writer = self.message_writer
+        if isinstance(writer, PerInputMsgSpecWriter):
+            writer.flush()
+        else:
+            sys.stdout.flush()
+
+    def process_endofpipe(self) -> None:
+        self._flush()
+        super().process_endofpipe()
+
     def _schema_messages(self, stream: str) -> list[Message]:
         messages: list[Message] = []
+        if stream in self._schemas_complete:
+            return messages
         for name in self.engine.output_streams(stream):
             if name not in self._schemas_sent:
                 self._schemas_sent.add(name)
                 output = self.engine.outputs[name]
                 messages.append(SchemaMessage(name, output.schema, output.key_properties))
+        self._schemas_complete.add(stream)
         return messages
 
     def map_schema_message(self, message_dict: dict[str, Any]) -> Iterable[Message]:
