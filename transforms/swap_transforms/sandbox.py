@@ -58,6 +58,13 @@ class MappingEnvironment(ImmutableSandboxedEnvironment):
         super().__init__(undefined=StrictUndefined, autoescape=False)
         for name in _DROPPED_GLOBALS:
             self.globals.pop(name, None)
+        # Jinja's filters with an async variant (map, select, list, unique, sum, ...) are
+        # wrappers choosing a variant on each call: this environment is never async, so it
+        # holds the sync functions themselves.
+        assert not self.is_async
+        for name, function in list(self.filters.items()):
+            if getattr(function, "jinja_async_variant", False):
+                self.filters[name] = function.__wrapped__
         self.filters.update(helpers.FILTERS)
         self.filters[f"{ENGINE_PREFIX}text"] = _text
         self.tests.update(helpers.TESTS)
