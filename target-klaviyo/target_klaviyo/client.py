@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import msgspec
-from pyrate_limiter import InMemoryBucket, Limiter, Rate
+from pyrate_limiter import InMemoryBucket, Limiter, Rate, SingleBucketFactory
 
 from target_klaviyo.dryrun import DryRunWriter
 
@@ -117,7 +117,11 @@ class RateLimits:
             rates = [
                 Rate(count, max(1, int(seconds * 1000 * self.MARGIN))) for count, seconds in windows
             ]
-            self._limiters[name] = Limiter(InMemoryBucket(rates), buffer_ms=10)
+            # No leak thread: pyrate-limiter would start one per bucket (an asyncio loop each, ten
+            # per client) that nothing ever stops. Old entries only cost memory, one per request
+            # of the run, and the log's window counts skip them.
+            bucket = SingleBucketFactory(InMemoryBucket(rates), schedule_leak=False)
+            self._limiters[name] = Limiter(bucket, buffer_ms=10)
 
     def acquire(self, endpoint: str) -> None:
         while True:
