@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -209,3 +210,26 @@ def test_state_waits_for_set_aside_records_to_be_recorded(klaviyo, config, ledge
     assert run.error is None
     assert run.states == [{"bookmark": 2}]
     assert outcomes(ledger_path, EVENTS) == {"ok": "accepted", "bad": "rejected"}
+
+
+def test_a_finished_run_leaves_no_thread_of_its_own(klaviyo, config):
+    # In-process runs (tests, replays) must not pile up background threads: the rate limiter's
+    # and the event sender's end with the run.
+    def own_threads() -> set[int]:
+        return {
+            t.ident or 0
+            for t in threading.enumerate()
+            if "process_request_thread" not in t.name  # the emulator's connection handlers
+        }
+
+    klaviyo.add_variants(["A"], inventory=0)
+    before = own_threads()
+    for n in range(2):
+        records = [
+            event(f"e-{n}"),
+            update(f"u-{n}", "bob@example.com", as_of=T1, properties={"n": n}),
+            restock(f"r-{n}", "A", 1),
+        ]
+        assert run_target(config, singer(records)).error is None
+    left = [t.name for t in threading.enumerate() if (t.ident or 0) in own_threads() - before]
+    assert left == []
