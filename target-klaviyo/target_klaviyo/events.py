@@ -296,6 +296,12 @@ class EventSender:
         orphans: list[MergedUpdate] = []
         for index, group in enumerate(chunk):
             whole = rejected.get((index, None))
+            if whole is not None and group.update is not None and _blames_update(whole):
+                # Klaviyo refused the profile update riding on these events, not the events:
+                # the update goes by import (which records its own outcome), the events again.
+                orphans.append(group.update)
+                remaining.append(ProfileGroup(group.identity, group.events, None))
+                continue
             keep = []
             for position, record in enumerate(group.events):
                 error = whole or rejected.get((index, position))
@@ -319,7 +325,9 @@ class EventSender:
         events = sum(len(g.events) for g in chunk)
         if events == 1:
             reason = error or {"code": "request_refused", "detail": "Klaviyo refused the request"}
-            self._set_aside(chunk, {(0, None): reason})
+            remaining = self._set_aside(chunk, {(0, None): reason})
+            if remaining:  # the event stands, without the update that was refused
+                self._send(remaining, backfill_before)
             return
         if len(chunk) == 1:
             group = chunk[0]
@@ -358,6 +366,20 @@ def _split(group: ProfileGroup, limit: int) -> Iterator[ProfileGroup]:
             group.events[start : start + limit],
             group.update if start == 0 else None,
         )
+
+
+#: Where a riding update's content sits in an entry, below ``.../data/<i>``: its properties and
+#: its patch. The identity beside them is the events' own.
+_UPDATE_POINTERS = (
+    ["attributes", "profile", "data", "attributes", "properties"],
+    ["attributes", "profile", "data", "meta"],
+)
+
+
+def _blames_update(error: Mapping[str, Any]) -> bool:
+    """Whether Klaviyo's pointer names the riding update's part of the profile."""
+    parts = ((error.get("source") or {}).get("pointer") or "").strip("/").split("/")[5:]
+    return any(parts[: len(prefix)] == prefix for prefix in _UPDATE_POINTERS)
 
 
 def _code(error: Mapping[str, Any]) -> str:
