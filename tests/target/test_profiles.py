@@ -228,3 +228,31 @@ def test_riding_updates_need_no_import_job(klaviyo, config):
     assert klaviyo.requests("POST", IMPORTS_PATH) == []
     assert len(klaviyo.requests("POST", EVENTS_PATH)) == 1
     assert all(properties_of(klaviyo, f"c{i}@example.com") == {"i": i} for i in range(30))
+
+
+def test_a_refused_riding_update_does_not_take_its_profiles_events_with_it(
+    klaviyo, config, ledger_path
+):
+    # Klaviyo refuses the update's oversized property (pointing into the profile of the entry
+    # that carries it): the update is set aside, and its profile's events are still delivered.
+    records = [
+        event("e-1", "ana@example.com"),
+        event("e-2", "ana@example.com"),
+        event("e-3", "bob@example.com"),
+        update("u-1", "ana@example.com", as_of=T1, properties={"note": "x" * 110_000, "ok": 1}),
+        update("u-2", "bob@example.com", as_of=T1, properties={"fine": True}),
+    ]
+    run = run_target(config, singer(records))
+    assert run.error is None
+    assert sorted(e["unique_id"] for e in klaviyo.events()) == ["e-1", "e-2", "e-3"]
+    assert outcomes(ledger_path) == {
+        "e-1": "accepted",
+        "e-2": "accepted",
+        "e-3": "accepted",
+        "u-1": "rejected",
+        "u-2": "accepted",
+    }
+    [refused] = ledger_rows(ledger_path, outcome="rejected")
+    assert "100 KB" in refused["detail"]
+    assert properties_of(klaviyo, "bob@example.com") == {"fine": True}
+    assert "note" not in properties_of(klaviyo, "ana@example.com")
