@@ -295,3 +295,33 @@ def test_iso_gives_the_same_results_and_errors_when_called_again() -> None:
             helpers.iso_timestamp("2026-13-45T00:00:00Z")
         with pytest.raises(TypeError, match="got list"):
             helpers.iso_timestamp(["2026-05-06T09:12:00Z"])
+
+
+def test_iso_of_utc_text_matches_the_general_conversion() -> None:
+    rng = random.Random(7)
+    samples = [
+        "2026-02-30T10:00:00Z", "2026-13-01T10:00:00Z", "2026-01-01T24:00:00Z",
+        "2026-01-01T23:59:60Z", "2024-02-29T12:00:00.000Z", "2023-02-29T12:00:00.000Z",
+        "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999Z", "2026-01-01t10:00:00Z",
+        "2026-01-01T10:00:00z", "2026-01-01T10:00:00.0Z", "2026-01-01T10:00:00.0000Z",
+        " 2026-01-01T10:00:00Z", "2026-01-01T10:00:00Z\n", "2026-01-01 10:00:00Z",
+        "\uff12\uff10\uff12\uff16-01-01T10:00:00Z", "2026-01-01T10:00Z", "2026-01-01T10:00:00.000",
+    ]  # fmt: skip
+    for _ in range(3000):
+        moment = datetime(2000, 1, 1, tzinfo=timezone.utc) + timedelta(
+            seconds=rng.randint(0, 40 * 365 * 86400), microseconds=rng.randint(0, 999_999)
+        )
+        text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+        fraction = rng.choice(["", ".000", f".{moment.microsecond // 1000:03d}",
+                               f".{moment.microsecond:06d}", ".5"])  # fmt: skip
+        samples.append(text + fraction + rng.choice(["Z", "+00:00", "+02:00", ""]))
+    for sample in samples:
+        try:
+            expected: object = helpers._iso(sample)
+        except ValueError as error:
+            expected = str(error)
+        try:
+            got: object = helpers.iso_timestamp(sample)
+        except ValueError as error:
+            got = str(error)
+        assert got == expected, sample

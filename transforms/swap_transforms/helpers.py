@@ -9,6 +9,7 @@ quote the value (which may be an e-mail address or a name).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -115,6 +116,11 @@ def money(value: Any) -> Decimal | None:
     """Round an amount to cents, half-up, as Decimal; None stays None (an unknown amount)."""
     if value is None:
         return None
+    if type(value) is Decimal:  # as Singer numbers arrive; Decimal(value) would be a copy
+        if not value.is_finite():
+            msg = "money expects a finite number"
+            raise ValueError(msg)
+        return value.quantize(_CENT, rounding=ROUND_HALF_UP)
     if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
         msg = f"money expects a number, got {type(value).__name__}"
         raise TypeError(msg)
@@ -191,7 +197,20 @@ def iso_timestamp(value: Any) -> str | None:
 @lru_cache(maxsize=4_096)
 def _iso_text(value: str) -> str:
     # Cached: one record's timestamps are normalised for each of its events.
+    match = _UTC_TEXT.fullmatch(value)
+    if match is not None:
+        # Already UTC with `Z` (Swap's own form): once the date is known to be valid, what
+        # `_iso` would write is the text itself, without a zero millisecond part.
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            pass  # `_iso` raises its own error
+        else:
+            return value if match.group(1) not in (None, "000") else value[:19] + "Z"
     return _iso(value)
+
+
+_UTC_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.([0-9]{3}))?Z")
 
 
 def _iso(value: Any) -> str:

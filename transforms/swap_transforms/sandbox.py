@@ -308,13 +308,14 @@ def compile_function(expression: nodes.Expr) -> Callable[[Scope], Any]:
 class Expression:
     """A compiled expression, evaluated against a `Scope` (compiled once, run per record)."""
 
-    __slots__ = ("_function",)
+    __slots__ = ("function",)
 
     def __init__(self, expression: nodes.Expr) -> None:
-        self._function = compile_function(expression)
+        #: The compiled function; a caller using it directly fails on an Undefined result.
+        self.function = compile_function(expression)
 
     def __call__(self, scope: Scope) -> Any:
-        result = self._function(scope)
+        result = self.function(scope)
         if isinstance(result, Undefined):
             result._fail_with_undefined_error()
         return result
@@ -374,7 +375,9 @@ class Scope(Context):
         if definition is None:
             return self._names.get(key, missing)
         try:
-            value = definition(self)
+            value = definition.function(self)
+            if isinstance(value, Undefined):
+                value._fail_with_undefined_error()
         except Exception as error:
             failure = _Failure(key, error)
             self._values[key] = failure

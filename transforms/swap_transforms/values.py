@@ -141,13 +141,17 @@ class Loop:
     @pass_context
     def run(self, context: Context, items: Any) -> list[Any]:
         scope = cast("Scope", context)  # expressions run with their Scope as the context
+        binding, when, body = self.binding, self.when, self._body.function
         result: list[Any] = []
         for index, item in enumerate(iterate(items)):
-            child = scope.child(self.binding, item)
+            child = scope.child(binding, item)
             try:
-                if self.when is not None and not self.when(child):
+                if when is not None and not when(child):
                     continue
-                result.append(check_native(self._body(child)))
+                value = body(child)
+                if isinstance(value, Undefined):
+                    value._fail_with_undefined_error()
+                result.append(check_native(value))
             except Exception as error:
                 cause = locate_failure(self.body, child, error)
                 raise EvaluationError(f"{self.label} item {index}", cause) from error
