@@ -174,7 +174,8 @@ class EventSender:
         )
         fresh = []
         for record in candidates:
-            if record["unique_id"] in delivered:
+            event_key = (record["unique_id"], profile_hash(record["profile"]), record["metric"])
+            if event_key in delivered:
                 outcomes.append(event_outcome(record, DEDUPLICATED, "accepted_earlier"))
             else:
                 fresh.append(record)

@@ -251,17 +251,25 @@ class Ledger:
         with self._lock, self.engine.begin() as conn:
             conn.execute(deliveries.insert(), rows)
 
-    def already_accepted(self, stream: str, keys: Sequence[str]) -> set[str]:
-        """The keys among ``keys`` that Klaviyo accepted in an earlier run."""
-        found: set[str] = set()
+    def already_accepted(
+        self, stream: str, keys: Sequence[str]
+    ) -> set[tuple[str, str | None, str | None]]:
+        """``(key, profile_hash, metric)`` of the records among ``keys`` accepted earlier.
+
+        Klaviyo keeps one event per profile, metric and ``unique_id``: the same id for another
+        profile or metric is another event, so a key alone does not say it was delivered.
+        """
+        found: set[tuple[str, str | None, str | None]] = set()
         with self._lock, self.engine.connect() as conn:
             for chunk in _chunks(list(keys), 500):
-                query = sa.select(deliveries.c.record_key).where(
+                query = sa.select(
+                    deliveries.c.record_key, deliveries.c.profile_hash, deliveries.c.metric
+                ).where(
                     deliveries.c.stream == stream,
                     deliveries.c.outcome == ACCEPTED,
                     deliveries.c.record_key.in_(chunk),
                 )
-                found.update(conn.execute(query).scalars())
+                found.update((row[0], row[1], row[2]) for row in conn.execute(query))
         return found
 
     # -- profile ordering ----------------------------------------------------------------------
