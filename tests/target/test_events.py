@@ -243,3 +243,27 @@ def test_event_fields_reach_klaviyo_as_sent(klaviyo, config):
         "items": [{"sku": "A", "qty": 2}],
         "amount": 12.5,
     }
+
+
+def test_ledger_dedup_is_per_profile_metric_and_unique_id_like_klaviyos(
+    klaviyo, config, ledger_path
+):
+    # Klaviyo keeps one event per (profile, metric, unique_id): the same unique_id for another
+    # metric or another profile is another event, in a later run as within one batch.
+    assert run_target(config, singer([event("r-1", "ana@example.com")])).error is None
+    later = [
+        event("r-1", "ana@example.com"),  # the same event: not sent again
+        event("r-1", "ana@example.com", metric="Return Completed"),
+        event("r-1", "bob@example.com"),
+    ]
+    run = run_target(config, singer(later))
+    assert run.error is None
+    stored = sorted((e["email"], e["metric"], e["unique_id"]) for e in klaviyo.events())
+    assert stored == [
+        ("ana@example.com", "Return Completed", "r-1"),
+        ("ana@example.com", "Return Started", "r-1"),
+        ("bob@example.com", "Return Started", "r-1"),
+    ]
+    assert run.summary["deduplicated"] == {EVENTS: 1}
+    assert run.summary["accepted_by_metric"] == {"Return Completed": 1, "Return Started": 1}
+    assert klaviyo.stats()["events_deduplicated"] == 0
