@@ -256,3 +256,22 @@ def test_a_refused_riding_update_does_not_take_its_profiles_events_with_it(
     assert "100 KB" in refused["detail"]
     assert properties_of(klaviyo, "bob@example.com") == {"fine": True}
     assert "note" not in properties_of(klaviyo, "ana@example.com")
+
+
+def test_an_append_of_objects_is_set_aside_and_the_run_goes_on(klaviyo, config, ledger_path):
+    # Klaviyo's append and unappend take simple values; an object cannot be appended (and used
+    # to stop the whole run).
+    records = [
+        update("u-1", "ana@example.com", as_of=T1, append={"tags": [{"a": 1}]}),
+        update("u-2", "bob@example.com", as_of=T1, append={"n": [1, 2.5, "x"], "flags": [False]}),
+        update("u-3", "cid@example.com", as_of=T1, unappend={"tags": [["nested"]]}),
+    ]
+    run = run_target(config, singer(records))
+    assert run.error is None, repr(run.error)
+    assert outcomes(ledger_path) == {
+        "u-1": "invalid_record",
+        "u-2": "accepted",
+        "u-3": "invalid_record",
+    }
+    assert properties_of(klaviyo, "bob@example.com") == {"n": [1, 2.5, "x"], "flags": [False]}
+    assert klaviyo.profile("ana@example.com") is None
