@@ -161,3 +161,16 @@ def test_a_pending_restock_whose_variant_is_gone_is_applied_when_it_exists(
     assert run.error is None
     assert ledger_rows(ledger_path, "restocks") == []
     assert [r["reason"] for r in ledger_rows(ledger_path)] == ["variant_not_found"]
+
+
+def test_an_absurd_delta_is_set_aside_and_does_not_stop_every_run(klaviyo, config, ledger_path):
+    # A garbage number from a source (it used to overflow the ledger and crash each rerun).
+    klaviyo.add_variants(["A", "B"], inventory=1)
+    stream, absurd = restock("r-1", "A", 1)
+    absurd["inventory_delta"] = 10**20
+    run = run_target(config, singer([(stream, absurd), restock("r-2", "B", 2)]))
+    assert run.error is None, repr(run.error)
+    assert (quantity(klaviyo, "A"), quantity(klaviyo, "B")) == (1, 3)
+    [row] = ledger_rows(ledger_path, outcome="invalid_record")
+    assert row["record_key"] == "r-1"
+    assert row["detail"].startswith("inventory_delta")
