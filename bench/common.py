@@ -7,7 +7,6 @@ peak resident memory of each process (sampled with psutil), never from in-proces
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile

@@ -29,8 +29,16 @@ from bench.common import BIN, REPO, emulators, measure, returns_only_catalog, wr
 
 FAST_LIMITS = {
     name: [{"requests": 1000, "seconds": 1}]
-    for name in ("events", "profile_import", "profile_import_job", "profile_import_errors",
-                 "catalog_update", "catalog_update_job", "catalog_variants", "profiles")
+    for name in (
+        "events",
+        "profile_import",
+        "profile_import_job",
+        "profile_import_errors",
+        "catalog_update",
+        "catalog_update_job",
+        "catalog_variants",
+        "profiles",
+    )
 }
 PLUGINS = ("tap-swapcommerce", "swap-transforms", "target-klaviyo")
 
@@ -41,48 +49,72 @@ def count_records(path: Path) -> int:
 
 
 def stages_alone(env: dict[str, str], tmp: Path, returns: int) -> dict[str, Any]:
-    tap_config = write_json(tmp / "tap.json", {
-        "api_url": env["SWAP_API_URL"], "api_key": env["SWAP_API_KEY"],
-        "store_id": env["SWAP_STORE_ID"]})
+    tap_config = write_json(
+        tmp / "tap.json",
+        {
+            "api_url": env["SWAP_API_URL"],
+            "api_key": env["SWAP_API_KEY"],
+            "store_id": env["SWAP_STORE_ID"],
+        },
+    )
     catalog = returns_only_catalog(BIN / "tap-swapcommerce", tap_config, tmp / "catalog.json")
-    mapper_config = write_json(tmp / "mapper.json", {
-        "mapping_files": [str(REPO / "transforms" / "swap_to_klaviyo.yml")]})
-    target_config = write_json(tmp / "target.json", {
-        "api_url": env["KLAVIYO_API_URL"], "api_key": env["KLAVIYO_API_KEY"],
-        "ledger_url": f"sqlite:///{tmp}/alone-ledger.sqlite", "rate_limits": FAST_LIMITS,
-        "profile_check": "record"})
+    mapper_config = write_json(
+        tmp / "mapper.json", {"mapping_files": [str(REPO / "transforms" / "swap_to_klaviyo.yml")]}
+    )
+    target_config = write_json(
+        tmp / "target.json",
+        {
+            "api_url": env["KLAVIYO_API_URL"],
+            "api_key": env["KLAVIYO_API_KEY"],
+            "ledger_url": f"sqlite:///{tmp}/alone-ledger.sqlite",
+            "rate_limits": FAST_LIMITS,
+            "profile_check": "record",
+        },
+    )
     tap_out, mapper_out = tmp / "tap.jsonl", tmp / "mapper.jsonl"
     with tap_out.open("wb") as out:
-        tap = measure([str(BIN / "tap-swapcommerce"), "--config", str(tap_config), "--catalog",
-                       str(catalog)], stdout=out)
+        tap = measure(
+            [str(BIN / "tap-swapcommerce"), "--config", str(tap_config), "--catalog", str(catalog)],
+            stdout=out,
+        )
     with tap_out.open("rb") as source, mapper_out.open("wb") as out:
-        mapper = measure([str(BIN / "swap-transforms"), "--config", str(mapper_config)],
-                         stdin=source, stdout=out)
+        mapper = measure(
+            [str(BIN / "swap-transforms"), "--config", str(mapper_config)], stdin=source, stdout=out
+        )
     with mapper_out.open("rb") as source:
-        target = measure([str(BIN / "target-klaviyo"), "--config", str(target_config)],
-                         stdin=source)
+        target = measure(
+            [str(BIN / "target-klaviyo"), "--config", str(target_config)], stdin=source
+        )
     mapped = count_records(mapper_out)
     return {
         "tap": {**tap.as_dict(), "records_per_s": round(returns / tap.wall)},
-        "mapper": {**mapper.as_dict(), "records_in_per_s": round(returns / mapper.wall),
-                   "records_out": mapped},
+        "mapper": {
+            **mapper.as_dict(),
+            "records_in_per_s": round(returns / mapper.wall),
+            "records_out": mapped,
+        },
         "target": {**target.as_dict(), "records_per_s": round(mapped / target.wall)},
     }
 
 
 def pipeline(env: dict[str, str], tmp: Path, returns: int) -> dict[str, Any]:
     run_env = {
-        **os.environ, **env,
+        **os.environ,
+        **env,
         "TARGET_KLAVIYO_LEDGER_URL": f"sqlite:///{tmp}/pipeline-ledger.sqlite",
         "TARGET_KLAVIYO_RATE_LIMITS": json.dumps(FAST_LIMITS),
         "MELTANO_DATABASE_URI": f"sqlite:///{tmp}/meltano.db",
     }
-    subprocess.run([str(BIN / "meltano"), "migrate"], cwd=REPO, env=run_env, check=False,
-                   capture_output=True)
+    subprocess.run(
+        [str(BIN / "meltano"), "migrate"], cwd=REPO, env=run_env, check=False, capture_output=True
+    )
     started = time.perf_counter()
     process = subprocess.Popen(
         [str(BIN / "meltano"), "run", "tap-swapcommerce", "swap-to-klaviyo", "target-klaviyo"],
-        cwd=REPO, env=run_env, stdout=subprocess.DEVNULL, stderr=(tmp / "meltano.log").open("wb"),
+        cwd=REPO,
+        env=run_env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp / "meltano.log").open("wb"),
     )
     root = psutil.Process(process.pid)
     peaks: dict[str, float] = {}
@@ -114,9 +146,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {"returns": args.returns}
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)
-        emulator_args = ("--swap-returns", str(args.returns), "--swap-rate-limit", "0",
-                         "--no-klaviyo-rate-limits", "--no-klaviyo-keep-event-properties",
-                         "--klaviyo-job-delay", "0")
+        emulator_args = (
+            "--swap-returns",
+            str(args.returns),
+            "--swap-rate-limit",
+            "0",
+            "--no-klaviyo-rate-limits",
+            "--no-klaviyo-keep-event-properties",
+            "--klaviyo-job-delay",
+            "0",
+        )
         with emulators(*emulator_args) as env:
             report["stages_alone"] = stages_alone(env, tmp, args.returns)
         with emulators(*emulator_args) as env:

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import BIN, REPO, emulators, measure, returns_only_catalog, write_json
+from bench.common import BIN, emulators, measure, returns_only_catalog, write_json
 
 PLAIN_LOOP = r"""
 import json, sys, httpx
@@ -47,18 +47,29 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--returns", type=int, default=100_000)
     args = parser.parse_args(argv)
-    with emulators(
-        "--swap-returns", str(args.returns), "--swap-rate-limit", "0"
-    ) as env, tempfile.TemporaryDirectory() as tmp:
+    with (
+        emulators("--swap-returns", str(args.returns), "--swap-rate-limit", "0") as env,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         config = write_json(
             Path(tmp, "tap.json"),
-            {"api_url": env["SWAP_API_URL"], "api_key": env["SWAP_API_KEY"],
-             "store_id": env["SWAP_STORE_ID"], "page_size": 100},
+            {
+                "api_url": env["SWAP_API_URL"],
+                "api_key": env["SWAP_API_KEY"],
+                "store_id": env["SWAP_STORE_ID"],
+                "page_size": 100,
+            },
         )
         catalog = returns_only_catalog(BIN / "tap-swapcommerce", config, Path(tmp, "catalog.json"))
         plain = measure(
-            [sys.executable, "-c", PLAIN_LOOP, env["SWAP_API_URL"], env["SWAP_API_KEY"],
-             env["SWAP_STORE_ID"]]
+            [
+                sys.executable,
+                "-c",
+                PLAIN_LOOP,
+                env["SWAP_API_URL"],
+                env["SWAP_API_KEY"],
+                env["SWAP_STORE_ID"],
+            ]
         )
         tap = measure(
             [str(BIN / "tap-swapcommerce"), "--config", str(config), "--catalog", str(catalog)]

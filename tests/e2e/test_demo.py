@@ -61,5 +61,6 @@ def test_demo_runs_the_pipeline_twice_and_leaves_nothing_running() -> None:
         )
     assert [r[0] for r in runs] == ["succeeded", "succeeded"]
     assert set(reasons) <= {"missing_email", "invalid_email", "mapping_error"}
-    assert reasons.get("missing_email") and reasons.get("invalid_email")
+    assert reasons.get("missing_email")
+    assert reasons.get("invalid_email")
     assert not Path(REPO / "runtime" / "demo" / "emulators.env").exists()
