@@ -122,7 +122,11 @@ def test_page_numbers_alone_would_lose_that_row(swap: SwapEmulator) -> None:
     with httpx.Client(base_url=swap.url, headers={"X-API-Key": swap.api_key}) as client:
         page = 1
         while True:
-            params = {"swap_store_id": swap.store_id, "items_per_page": 50, "page": page}
+            params: dict[str, str | int] = {
+                "swap_store_id": swap.store_id,
+                "items_per_page": 50,
+                "page": page,
+            }
             body = client.get("/v2/external/returns", params=params).json()
             seen += [r["return_id"] for r in body["returns"]]
             if not body["pagination"]["has_next_page"]:
