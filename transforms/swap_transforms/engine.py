@@ -77,6 +77,13 @@ class MappingEngine:
                 runs.append(rules)
         if problems:
             raise MappingFileError(problems)
+        # Per rule, where its outputs go: (stream, validate) in emit order.
+        self._targets: dict[int, list[tuple[str, Callable[[Any], Any]]]] = {
+            id(rule): [(emit.stream, self.outputs[emit.stream].validate) for emit in rule.emits]
+            for runs in self._streams.values()
+            for rules in runs
+            for rule in rules.rules
+        }
 
     @classmethod
     def from_files(cls, paths: Iterable[str], clock: Callable[[], str] = utc_now) -> MappingEngine:
@@ -194,29 +201,30 @@ class _RecordRun:
 
     def _run_item(self, rule: Rule, scope: Scope, where: str) -> None:
         try:
-            produced = rule.body(scope)
+            produced = rule.body(scope)  # one record per emit, or None (`when` false)
             if produced is None:
                 return
-            records = [check_native(record) for record in produced]
+            for record in produced:
+                check_native(record)
         except Exception as error:  # noqa: BLE001
             failure = self._locate(rule, scope, error)
             self._exception(rule.name, MAPPING_ERROR, where + describe(failure))
             return
-        for emit, record in zip(rule.emits, records, strict=True):
-            output = self.engine.outputs[emit.stream]
+        targets = self.engine._targets[id(rule)]
+        for (stream, validate), record in zip(targets, produced, strict=True):
             try:
-                output.validate(record)
+                validate(record)
             except fastjsonschema.JsonSchemaValueException as error:
                 name = error.name or "data"
                 field = name.removeprefix("data").lstrip(".")
                 place = f"field '{field}'" if field else "record"
                 what = (error.message or "").removeprefix(name).strip()
-                detail = f"{where}output '{emit.stream}' {place}: {what} ({error.rule})"
+                detail = f"{where}output '{stream}' {place}: {what} ({error.rule})"
                 self._exception(rule.name, INVALID_OUTPUT, detail)
                 return
-        self.out.extend(
-            (emit.stream, record) for emit, record in zip(rule.emits, records, strict=True)
-        )
+        out = self.out
+        for (stream, _), record in zip(targets, produced, strict=True):
+            out.append((stream, record))
 
     def _locate(self, rule: Rule, scope: Scope, error: BaseException) -> EvaluationError:
         """Which part of a failed rule broke: its condition, or which field of which output."""
