@@ -138,6 +138,7 @@ class KlaviyoSink(BatchSink):
         ``TypeError`` on a date-time field holding a number (stopping the run), and turn the
         payload kept for a replay into something the source never sent.
         """
+
     @property
     def max_size(self) -> int:
         return int(self.config.get("batch_size_rows") or 10000)
