@@ -174,6 +174,8 @@ class LoopValue(ValueSpec):
 
 def iterate(items: Any) -> Iterable[Any]:
     """What `for_each` accepts: a list (or a Jinja filter's generator), never text or an object."""
+    if type(items) is list:
+        return items
     if isinstance(items, Undefined):
         items._fail_with_undefined_error()
     if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
