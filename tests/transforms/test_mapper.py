@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from singer_sdk.contrib.msgspec import encoder
+from singer_sdk.contrib.msgspec import MsgSpecWriter, encoder
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
@@ -251,3 +252,32 @@ def test_each_input_message_has_its_outputs_written_before_the_next_is_read(
         reader.join(timeout=60)
         stdout.close()
     assert process.returncode == 0
+
+
+def test_records_are_written_as_the_sdk_writer_writes_their_messages(
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    returns = [
+        a_return(),
+        a_return(return_id="ret_2", customer_email="nobody"),
+        a_return(return_id="ret_3", total=None, return_shipments=None),
+    ]
+    text = lines(
+        schema("returns"),
+        *(record("returns", r) for r in returns),
+        record("return_items", {"id": 1}),
+        state({"bookmarks": {"returns": {"replication_key_value": "x"}}}),
+    )
+    outputs = []
+    for writer in (None, MsgSpecWriter()):  # the mapper's own writer, then the SDK's
+        mapper = SwapTransformsMapper(
+            config={"mapping_files": [str(DEFAULT_MAPPING)]}, message_writer=writer
+        )
+        capsysbinary.readouterr()
+        mapper.listen(io.StringIO(text))
+        # Exception records carry the time they were made: the rest is compared byte for byte.
+        out = capsysbinary.readouterr().out
+        outputs.append(re.sub(rb'"occurred_at":"[^"]*"', b'"occurred_at":"-"', out))
+    assert outputs[0] == outputs[1]
+    assert b'"occurred_at":"-"' in outputs[0]
+    assert outputs[0].count(b'"type":"RECORD"') > 10

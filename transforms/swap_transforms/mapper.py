@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 import click
 import msgspec
 from singer_sdk import typing as th
-from singer_sdk.contrib.msgspec import MsgSpecReader, MsgSpecWriter, decoder
+from singer_sdk.contrib.msgspec import MsgSpecReader, MsgSpecWriter, decoder, encoder
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities
 from singer_sdk.mapper_base import InlineMapper
 from singer_sdk.singerlib import Message, RecordMessage, SchemaMessage, StateMessage
@@ -66,6 +66,17 @@ class PerInputMsgSpecWriter(MsgSpecWriter):
 
     def write_message(self, message: Message) -> None:
         self._pending += self.format_message(message)
+
+    def write_record(self, stream: str, record: dict[str, Any]) -> None:
+        """What `write_message(RecordMessage(stream, record))` writes, without the message."""
+        pending = self._pending
+        start = len(pending)
+        try:
+            encoder.encode_into({"type": "RECORD", "stream": stream, "record": record}, pending, -1)
+        except BaseException:
+            del pending[start:]
+            raise
+        pending += b"\n"
 
     def flush(self) -> None:
         if self._pending:
@@ -179,6 +190,20 @@ class SwapTransformsMapper(InlineMapper):
     def map_schema_message(self, message_dict: dict[str, Any]) -> Iterable[Message]:
         stream = message_dict["stream"]
         return self._schema_messages(stream) if self._mapped(stream) else []
+
+    def _process_record_message(self, message_dict: dict[str, Any]) -> None:
+        writer = self.message_writer
+        if not isinstance(writer, PerInputMsgSpecWriter):
+            super()._process_record_message(message_dict)
+            return
+        # The messages `map_record_message` gives, written without building RECORD messages.
+        stream = message_dict["stream"]
+        if self._mapped(stream):
+            for message in self._schema_messages(stream):
+                writer.write_message(message)
+            for name, record in self.engine.map_record(stream, message_dict["record"]):
+                writer.write_record(name, record)
+        writer.flush()
 
     def map_record_message(self, message_dict: dict[str, Any]) -> Iterable[Message]:
         stream = message_dict["stream"]
