@@ -15,6 +15,7 @@ import signal
 import sys
 import tempfile
 import threading
+import zlib
 from collections import Counter
 from pathlib import Path
 from types import FrameType
@@ -22,7 +23,7 @@ from typing import Any
 from urllib.request import Request, urlopen
 
 from emulators.klaviyo import KlaviyoEmulator, add_klaviyo_arguments, klaviyo_from_args
-from emulators.swap import add_swap_arguments, catalog_skus, swap_from_args
+from emulators.swap import SwapEmulator, add_swap_arguments, catalog_skus, swap_from_args
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -39,6 +40,8 @@ def serve(args: argparse.Namespace) -> None:
         if args.seed_catalog:
             # The shop's $custom catalog: every SKU Swap's data set returns, in stock.
             klaviyo.add_variants(catalog_skus(), inventory=args.seed_inventory)
+        if args.seed_profiles:
+            _seed_profiles(swap, klaviyo)
         env = {
             "SWAP_API_URL": swap.url,
             "SWAP_API_KEY": swap.api_key,
@@ -52,6 +55,22 @@ def serve(args: argparse.Namespace) -> None:
         print(f"Environment in   {args.env_file}", flush=True)
         stop.wait()
     Path(args.env_file).unlink(missing_ok=True)
+
+
+def _seed_profiles(swap: SwapEmulator, klaviyo: KlaviyoEmulator) -> None:
+    """The brand's Klaviyo account as a shop has it: most returning customers are known.
+
+    One customer in ten shopped with another address than the one in the returns portal (the
+    profile check flags their events as new profiles) and one in twenty-five is suppressed.
+    """
+    emails = {str(r.get("customer_email") or "").strip().lower() for r in swap.all_returns()} - {""}
+    for email in sorted(emails):
+        if "@" not in email or email.endswith("@"):
+            continue
+        bucket = zlib.crc32(email.encode()) % 100
+        if bucket < 10:
+            continue
+        klaviyo.add_profile(email=email, suppressed=bucket < 14, consent="SUBSCRIBED")
 
 
 def _write_env_file(path: Path, env: dict[str, str]) -> None:
@@ -119,6 +138,12 @@ def main(argv: list[str] | None = None) -> None:
         help="create the $custom catalog variants of Swap's SKUs in Klaviyo",
     )
     serve_cmd.add_argument("--seed-inventory", type=int, default=0)
+    serve_cmd.add_argument(
+        "--seed-profiles",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="create Klaviyo profiles for most of Swap's customers (a shop's account)",
+    )
     add_swap_arguments(serve_cmd)
     add_klaviyo_arguments(serve_cmd)
     serve_cmd.set_defaults(func=serve)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The sandbox demo, from a fresh machine: sets everything up, starts the Swap and Klaviyo emulators
 # on free loopback ports, runs the pipeline twice (the second time after Swap's returns moved on,
-# to show incremental delivery), prints what reached Klaviyo, and stops the emulators.
+# to show incremental delivery), prints what reached Klaviyo, writes the integration health
+# report, and stops the emulators.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,4 +53,9 @@ run_pipeline run-2 "Run 2: only what changed since run 1"
 python -m emulators show --env-file "$env_file"
 
 echo
-echo "Logs: $demo/run-*.log   Ledger: $demo/klaviyo-ledger.sqlite"
+echo "== Integration health"
+meltano invoke target-klaviyo:report 2> "$demo/report.log" | grep -v "^Report written"
+mv runtime/health-report.html "$demo/health-report.html"
+echo
+echo "Health report: $demo/health-report.html   Logs: $demo/run-*.log"
+echo "Ledger: $demo/klaviyo-ledger.sqlite"

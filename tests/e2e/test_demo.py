@@ -48,6 +48,10 @@ def test_demo_runs_the_pipeline_twice_and_leaves_nothing_running() -> None:
     holds = re.findall(r"(\d+)\s+Return Started events", out)
     assert holds[0] == holds[1] == str(started_1)
     assert not emulator_processes(), "the demo left an emulator running"
+    report = REPO / "runtime" / "demo" / "health-report.html"
+    assert "Integration health" in out
+    assert report.exists()
+    assert "<svg" in report.read_text()
 
     ledger = REPO / "runtime" / "demo" / "klaviyo-ledger.sqlite"
     assert oct(ledger.stat().st_mode & 0o777) == "0o600"
