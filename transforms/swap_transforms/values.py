@@ -128,6 +128,16 @@ class ListValue(ValueSpec):
         return list(self.items)
 
 
+class CheckedList(list[Any]):
+    """The list a `for_each` value builds: each member passed `check_native` as it was added.
+
+    Output checks do not walk it again (an output holds it as built: the sandbox refuses
+    changing a list, and `+`, slices or filters make plain lists).
+    """
+
+    __slots__ = ()
+
+
 class Loop:
     """A `for_each` inside a value: called from the compiled expression with the list."""
 
@@ -142,7 +152,7 @@ class Loop:
     def run(self, context: Context, items: Any) -> list[Any]:
         scope = cast("Scope", context)  # expressions run with their Scope as the context
         binding, when, body = self.binding, self.when, self._body.function
-        result: list[Any] = []
+        result = CheckedList()
         for index, item in enumerate(iterate(items)):
             child = scope.child(binding, item)
             try:
@@ -335,7 +345,8 @@ def locate_failure(spec: ValueSpec, scope: Scope, error: BaseException) -> Evalu
     return EvaluationError(f"field '{spec.label}'" if spec.label else "value", error)
 
 
-_LEAVES = frozenset({str, int, bool, type(None)})
+#: Types whose values need no further check (CheckedList: its members were checked).
+_LEAVES = frozenset({str, int, bool, type(None), CheckedList})
 
 
 def check_native(value: Any) -> Any:
