@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import stat
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -222,7 +224,31 @@ def test_retention_clears_old_payloads_and_keeps_recent_ones(klaviyo, config, le
     assert b"not-an-email" not in ledger_path.read_bytes().replace(b"also-not-an-email", b"")
 
 
-def test_run_summary_counts_outcomes_retries_and_429s(klaviyo, config, ledger_path):
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def logged() -> Iterator[Lines]:
+    """What the target logs (its summary is at INFO), whatever the test's log level."""
+    handler = Lines()
+    logger = logging.getLogger("target-klaviyo")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_run_summary_counts_outcomes_retries_and_429s(klaviyo, config, ledger_path, logged):
     klaviyo.faults.add(kind="status", status=429, path="event-bulk-create", retry_after=1, count=1)
     klaviyo.faults.add(kind="status", status=503, path="catalog-variants", count=1)
     klaviyo.add_variants(["A"], inventory=0)
@@ -243,6 +269,14 @@ def test_run_summary_counts_outcomes_retries_and_429s(klaviyo, config, ledger_pa
     first_summary, summary = (json.loads(r["summary"]) for r in runs)
     assert first_summary["throttled_429"] == {"events": 1}
     assert first_summary["retries"] == {"catalog_variants": 1}
+    # The same summary is logged at the end of each run, for the person reading the job's log.
+    first_requests = sum(first_summary["requests"].values())
+    assert f"  requests {first_requests}, retries 1, 429s 1" in logged.lines
+    assert "  requests 3, retries 0, 429s 0" in logged.lines
+    words = [line.split() for line in logged.lines]
+    assert ["accepted", "Return", "Completed", "1"] in words
+    assert ["set", "aside", "variant_not_found", "1"] in words
+    assert ["deduplicated", EVENTS, "3"] in words
     assert summary == {
         "accepted_by_metric": {"Return Started": 1},
         "accepted_by_stream": {EVENTS: 1},
