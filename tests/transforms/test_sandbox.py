@@ -72,6 +72,8 @@ def test_refused_when_the_mapping_loads(
         ("{{ record | map(attribute='__class__') | list }}", "is unsafe"),
         ("{{ '{0.__class__}'.format(record) }}", "is unsafe"),
         ("{{ dict.mro() }}", "is unsafe"),
+        ("{{ (record | return_items | groupby('sku') | first) | attr('_asdict') }}", "is unsafe"),
+        ("{{ (record | return_items | groupby('sku') | first) | attr('__class__') }}", "is unsafe"),
     ],
 )
 def test_refused_on_the_record_without_touching_it(
@@ -97,3 +99,15 @@ def test_the_sandbox_still_allows_ordinary_expressions(engine_for: EngineFor) ->
     )
     [(_, output)] = engine.map_record("returns", a_return())
     assert output["value"] == "Refund:3:MARIA:1024"
+
+
+def test_groups_read_as_in_jinja(engine_for: EngineFor) -> None:
+    engine = engine_for(
+        single_field(
+            "{{ (record | return_items | groupby('sku') | first).grouper ~ ':' ~ "
+            "(record | return_items | groupby('sku') | first).list | length ~ ':' ~ "
+            "(record | return_items | groupby('sku') | first).count('x') }}"
+        )
+    )
+    [(_, output)] = engine.map_record("returns", a_return())
+    assert output["value"] == "CAP-OS-RED:1:0"

@@ -26,6 +26,7 @@ from typing import Any, TypeVar, cast
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError
+from jinja2.filters import _GroupTuple
 from jinja2.nodes import EvalContext
 from jinja2.parser import Parser
 from jinja2.runtime import Context, Undefined, exported
@@ -42,6 +43,9 @@ _DROPPED_GLOBALS = ("lipsum", "cycler", "joiner", "namespace")
 #: Largest string or list that `*` may build, and largest exponent `**` accepts.
 MAX_REPEAT = 100_000
 MAX_EXPONENT = 64
+
+#: Fields of the groups Jinja's `groupby` returns, and their positions in the tuple.
+_GROUP_FIELDS = {name: index for index, name in enumerate(_GroupTuple._fields)}
 
 #: Prefix of names the engine itself adds to compiled expressions (loops); refused in mappings.
 ENGINE_PREFIX = "_"
@@ -79,6 +83,10 @@ class MappingEnvironment(ImmutableSandboxedEnvironment):
                 return obj[attribute]
             except KeyError:
                 pass
+        elif type(obj) is _GroupTuple and attribute in _GROUP_FIELDS:
+            # A `groupby` group's `grouper` and `list`: fields of a tuple, which the sandbox
+            # would find safe to read after its checks.
+            return obj[_GROUP_FIELDS[attribute]]
         return super().getattr(obj, attribute)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
