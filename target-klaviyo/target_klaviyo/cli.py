@@ -13,12 +13,13 @@ Configuration is target-klaviyo's own: ``--config FILE`` (JSON), or ``--config E
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
@@ -76,25 +77,49 @@ def main(context: click.Context, config_source: str) -> None:
     context.obj = load_config(config_source)
 
 
+#: For ``summary`` and ``report``: swap-webhooks' state db, read only if it exists.
+webhooks_db_option = click.option(
+    "--webhooks-db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="swap-webhooks' state db, for the latency from a webhook to Klaviyo "
+    "(a missing file means no webhooks).",
+)
+
+
 @main.command()
+@webhooks_db_option
 @click.pass_obj
-def summary(config: dict[str, Any]) -> None:
+def summary(config: dict[str, Any], webhooks_db: Path | None) -> None:
     """Print what reached Klaviyo and what was set aside, and why."""
     report = _report_module()
-    click.echo(report.terminal_summary(report.load_report_data(config["ledger_url"])))
+    with _webhooks_errors(report):
+        data = report.load_report_data(config["ledger_url"], webhooks_db=webhooks_db)
+    click.echo(report.terminal_summary(data))
 
 
 @main.command()
 @click.option(
     "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html")
 )
+@webhooks_db_option
 @click.pass_obj
-def report(config: dict[str, Any], output: Path) -> None:
+def report(config: dict[str, Any], output: Path, webhooks_db: Path | None) -> None:
     """Write the integration health report (one offline HTML page) and print its summary."""
     module = _report_module()
-    data = module.build_report(config["ledger_url"], output)
+    with _webhooks_errors(module):
+        data = module.build_report(config["ledger_url"], output, webhooks_db=webhooks_db)
     click.echo(module.terminal_summary(data))
     click.echo(f"Report written to {output}")
+
+
+@contextlib.contextmanager
+def _webhooks_errors(module: ModuleType) -> Iterator[None]:
+    """A file that is not swap-webhooks' state db is a usage error, said in one line."""
+    try:
+        yield
+    except module.WebhooksDbError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _report_module() -> ModuleType:

@@ -438,3 +438,56 @@ def ledger_url(tmp_path: Path, clock: Clock) -> str:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     write_ledger(url, clock)
     return url
+
+
+#: Webhook deliveries the swap-webhooks receiver kept: (return id, when it was received), with the
+#: latency to Klaviyo's first acceptance of that return's events at or after it (None: none yet).
+WEBHOOKS: list[tuple[str, datetime, float | None]] = [
+    # One webhook shortly before each accepted event: 5 s, 10 s, ... 100 s before it.
+    *(
+        (return_id, T0 + hours(at_hour) - timedelta(seconds=5 * (index + 1)), 5.0 * (index + 1))
+        for index, (_, return_id, _, at_hour) in enumerate(ACCEPTED_EVENTS)
+    ),
+    # Received at the very moment Klaviyo accepted an event of the return: at or after counts.
+    ("R1000", T0 + hours(3), 0.0),
+    # R1009's event was rejected at T0+1h and accepted at T0+33h: only the acceptance counts.
+    ("R1009", T0 + hours(30), 3 * 3600.0),
+    # Set aside twice, never accepted.
+    ("R2003", T0 + hours(1), None),
+    # Only a profile update of this return was accepted: not an event.
+    ("R3006", T0, None),
+    # Accepted before this webhook (T0+30h), not since.
+    ("R1007", T0 + hours(31), None),
+    # A return the pipeline never met.
+    ("R9999", T0 + hours(34), None),
+]
+
+
+def write_webhooks_db(path: Path) -> None:
+    """The receiver's state db, created and filled by swap-webhooks' own store.
+
+    Using ``DeliveryStore`` (not a copy of its schema) checks the report's contract with
+    swap-webhooks against the real table.
+    """
+    from swap_webhooks.store import DeliveryStore  # noqa: PLC0415 - only these tests need it
+    from swap_webhooks.verify import Delivery  # noqa: PLC0415
+
+    with DeliveryStore(path) as store:
+        for number, (return_id, received_at, _) in enumerate(WEBHOOKS):
+            delivery = Delivery(
+                nonce=f"nonce-{number}",
+                event="returnCreated",
+                return_id=return_id,
+                order_id=f"O{return_id[1:]}",
+                store_id="store-1",
+                issued_at=received_at.timestamp(),
+                expires_at=received_at.timestamp() + 60,
+            )
+            assert store.add(delivery, received_at.timestamp())
+
+
+@pytest.fixture
+def webhooks_db(tmp_path: Path) -> Path:
+    path = tmp_path / "swap-webhooks.sqlite"
+    write_webhooks_db(path)
+    return path

@@ -78,9 +78,9 @@ def test_console_check_sees_errors(browser, tmp_path):
     assert any("boom" in entry["message"] for entry in console_errors(browser))
 
 
-def test_report_renders_in_chromium(browser, ledger_url, tmp_path):
+def test_report_renders_in_chromium(browser, ledger_url, webhooks_db, tmp_path):
     output = tmp_path / "report.html"
-    build_report(ledger_url, output)
+    build_report(ledger_url, output, webhooks_db=webhooks_db)
     console_errors(browser)  # start from a clean log
     browser.get(output.as_uri())
 
@@ -105,6 +105,12 @@ def test_report_renders_in_chromium(browser, ledger_url, tmp_path):
         assert all(row.is_displayed() and row.size["height"] > 0 for row in rows)
     text = browser.find_element(By.TAG_NAME, "body").text
     assert "13 records never reached Klaviyo" in text
+    webhooks = browser.find_element(By.ID, "webhook-latency")
+    assert webhooks.is_displayed()
+    assert webhooks.find_element(By.TAG_NAME, "h3").text == "Webhook to Klaviyo"
+    stats = webhooks.find_elements(By.CSS_SELECTOR, ".stat .value")
+    assert [stat.text for stat in stats] == ["50s", "1m 40s", "3h 00m", "22", "4"]
+    assert browser.find_element(By.ID, "webhook-kpi").is_displayed()
     assert "a***@example.com" in text
     for email in EMAILS:
         assert email not in text.lower()

@@ -12,5 +12,6 @@ from target_klaviyo.report.data import ReportData
 from target_klaviyo.report.queries import load_report_data
 from target_klaviyo.report.render import build_report
 from target_klaviyo.report.summary import terminal_summary
+from target_klaviyo.report.webhooks import WebhooksDbError
 
-__all__ = ["ReportData", "build_report", "load_report_data", "terminal_summary"]
+__all__ = ["ReportData", "WebhooksDbError", "build_report", "load_report_data", "terminal_summary"]

@@ -1,4 +1,4 @@
-"""``python -m target_klaviyo.report LEDGER_URL OUTPUT.html [--since ISO]``.
+"""``python -m target_klaviyo.report LEDGER_URL OUTPUT.html [--since ISO] [--webhooks-db PATH]``.
 
 A scheduled job (or a person) builds the page and gets the summary on stdout in one command.
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 from target_klaviyo.ledger import as_utc
 from target_klaviyo.report.render import build_report
 from target_klaviyo.report.summary import terminal_summary
+from target_klaviyo.report.webhooks import WebhooksDbError
 
 
 def _since(value: str) -> datetime:
@@ -32,10 +33,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--since", type=_since, help="only records from this ISO time on (UTC if no offset)"
     )
+    parser.add_argument(
+        "--webhooks-db",
+        type=Path,
+        metavar="PATH",
+        help="swap-webhooks' state db, for the latency from a webhook to Klaviyo "
+        "(a missing file means no webhooks)",
+    )
     args = parser.parse_args(argv)
     try:
-        data = build_report(args.ledger_url, args.output, since=args.since)
-    except FileNotFoundError as exc:
+        data = build_report(
+            args.ledger_url, args.output, since=args.since, webhooks_db=args.webhooks_db
+        )
+    except (FileNotFoundError, WebhooksDbError) as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
     sys.stdout.write(f"{terminal_summary(data)}\n  Report: {args.output}\n")

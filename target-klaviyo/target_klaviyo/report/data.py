@@ -15,15 +15,36 @@ MISMATCH_REASONS = ("new_profile", "suppressed_profile")
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Time from the Swap update (``source_time``) to Klaviyo's acceptance, over accepted events.
+    """Latency to Klaviyo's acceptance, over accepted events or over webhook deliveries.
 
-    Percentiles use the nearest-rank method, so each figure is an event's actual latency.
+    Measured from each accepted event's Swap update (``source_time``), or from each webhook
+    delivery (:class:`WebhookLatency`). Percentiles use the nearest-rank method, so each figure
+    is a latency that actually happened.
     """
 
     count: int
     median: timedelta
     p95: timedelta
     worst: timedelta
+
+
+@dataclass(frozen=True)
+class WebhookLatency:
+    """Time from a Swap webhook reaching swap-webhooks to Klaviyo's first acceptance after it.
+
+    One measurement per delivery (see :mod:`target_klaviyo.report.webhooks` for the join).
+    ``found`` is False when the receiver's state db does not exist: this deployment receives no
+    webhooks (or the path is wrong), which the report notes instead of failing.
+    """
+
+    state_db: str
+    found: bool
+    #: Deliveries received in the report's window, measured or not.
+    deliveries: int = 0
+    #: Deliveries with no acceptance at or after them yet.
+    not_accepted: int = 0
+    #: Over the deliveries measured (``latency.count`` of them); None when none was.
+    latency: LatencyStats | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +143,8 @@ class ReportData:
     series: AcceptedSeries | None = None
     latency: LatencyStats | None = None
     latency_seconds: list[float] = field(default_factory=list)
+    #: Webhook-to-Klaviyo latency; None when the report was not given a webhooks state db.
+    webhooks: WebhookLatency | None = None
     reasons: list[ReasonCount] = field(default_factory=list)
     set_aside: list[RecordRow] = field(default_factory=list)
     set_aside_total: int = 0

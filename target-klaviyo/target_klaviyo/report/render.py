@@ -75,12 +75,20 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def build_report(ledger_url: str, output: Path, *, since: datetime | None = None) -> ReportData:
+def build_report(
+    ledger_url: str,
+    output: Path,
+    *,
+    since: datetime | None = None,
+    webhooks_db: Path | str | None = None,
+) -> ReportData:
     """Read the ledger at ``ledger_url``, write the HTML report to ``output``, return its figures.
 
     ``since`` limits the deliveries and runs shown to those recorded from then on; the customers
     flagged with open returns are always those flagged now, whenever they were flagged.
+    ``webhooks_db``, the swap-webhooks receiver's state db, adds the latency from a webhook to
+    Klaviyo; a file that does not exist is noted on the page as no webhooks.
     """
-    data = load_report_data(ledger_url, since=since)
+    data = load_report_data(ledger_url, since=since, webhooks_db=webhooks_db)
     write_atomically(Path(output), render_html(data))
     return data

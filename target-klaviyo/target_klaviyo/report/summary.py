@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from target_klaviyo.report.data import ReportData
+from target_klaviyo.report.data import ReportData, WebhookLatency
 from target_klaviyo.report.formatting import duration, number, timestamp
 
 _TOP = 4
@@ -40,6 +40,8 @@ def terminal_summary(data: ReportData) -> str:
             f"p95 {duration(data.latency.p95)}, worst {duration(data.latency.worst)} "
             f"({number(data.latency.count)} events)"
         )
+    if data.webhooks is not None:
+        lines.append(_webhooks_line(data.webhooks))
     if data.outstanding_total:
         lines.append(
             f"  NOT delivered: {number(data.outstanding_total)} records "
@@ -67,6 +69,20 @@ def terminal_summary(data: ReportData) -> str:
             f"retries {number(last.retries)}, 429s {number(last.throttled)}"
         )
     return "\n".join(lines)
+
+
+def _webhooks_line(hooks: WebhookLatency) -> str:
+    head = "  Latency Swap webhook -> Klaviyo:"
+    if not hooks.found:
+        return f"{head} no webhooks (no swap-webhooks state db at {hooks.state_db})"
+    waiting = f"; {number(hooks.not_accepted)} not accepted yet" if hooks.not_accepted else ""
+    stats = hooks.latency
+    if stats is None:
+        return f"{head} none measured ({number(hooks.deliveries)} deliveries{waiting})"
+    return (
+        f"{head} median {duration(stats.median)}, p95 {duration(stats.p95)}, "
+        f"worst {duration(stats.worst)} ({number(stats.count)} deliveries{waiting})"
+    )
 
 
 def _open_returns_line(data: ReportData) -> str:
