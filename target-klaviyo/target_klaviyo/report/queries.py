@@ -124,16 +124,15 @@ def _load_deliveries(conn: Connection, data: ReportData, since: datetime | None)
     data.first_recorded, data.last_recorded = as_utc(first), as_utc(last)
     if not data.total_rows:
         return
-    data.accepted_by_stream = dict(
-        conn.execute(
+    data.accepted_by_stream = {
+        str(stream): int(count)
+        for stream, count in conn.execute(
             sa.select(d.c.stream, sa.func.count())
             .where(in_window, d.c.outcome == ACCEPTED)
             .group_by(d.c.stream)
             .order_by(d.c.stream)
         )
-        .tuples()
-        .all()
-    )
+    }
     _load_accepted_events(conn, data, in_window)
     masks = _Masks()
     _load_set_aside(conn, data, in_window, masks)
@@ -147,7 +146,7 @@ def _load_accepted_events(
         sa.select(d.c.metric, d.c.source_time, d.c.recorded_at).where(
             in_window, d.c.outcome == ACCEPTED, d.c.metric.is_not(None)
         )
-    ).tuples()
+    )
     times: list[tuple[str, datetime]] = []
     latencies: list[float] = []
     for metric, source_time, recorded_at in rows:
@@ -328,7 +327,7 @@ def _load_open_returns(conn: Connection, data: ReportData, tables: set[str]) -> 
         .order_by(p.c.profile_hash, p.c.updated_at, p.c.value)
     )
     members: dict[str, _Member] = {}
-    for key, value, masked, updated_at in conn.execute(query).tuples():
+    for key, value, masked, updated_at in conn.execute(query):
         member = members.setdefault(key, _Member())
         member.values.append(scrub(str(value)) or "")
         member.customer = scrub(masked) or member.customer
@@ -385,7 +384,7 @@ def _newer_set_aside(conn: Connection, members: Mapping[str, _Member]) -> dict[s
         .order_by(d.c.id)
     )
     reasons: dict[str, str] = {}
-    for key, reason, outcome, recorded_at in conn.execute(query).tuples():
+    for key, reason, outcome, recorded_at in conn.execute(query):
         member = members.get(key)
         recorded = as_utc(recorded_at)
         if member is None or recorded is None or member.last_changed is None:
