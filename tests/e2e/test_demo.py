@@ -48,6 +48,11 @@ def test_demo_runs_the_pipeline_twice_and_leaves_nothing_running() -> None:
     holds = re.findall(r"(\d+)\s+Return Started events", out)
     assert holds[0] == holds[1] == str(started_1)
     assert not emulator_processes(), "the demo left an emulator running"
+    # The sandbox keys the emulators accept never reach a log or the report.
+    for log in (REPO / "runtime" / "demo").glob("*.log"):
+        text = log.read_text()
+        assert "swap_test_key" not in text, log
+        assert "pk_test" not in text, log
     report = REPO / "runtime" / "demo" / "health-report.html"
     assert "Integration health" in out
     assert report.exists()
