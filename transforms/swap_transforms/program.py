@@ -219,9 +219,10 @@ class _Loader:
         for name, raw in self.data["outputs"].items():
             site = Site(self.doc, ("outputs", name, "schema"), f"output '{name}'")
             schema_file = raw["schema"]
-            schema = self._read_schema(base / schema_file, schema_file, site)
-            if schema is None:
+            read = self._read_schema(base / schema_file, schema_file, site)
+            if read is None:
                 continue
+            schema, validate = read
             missing = [
                 key for key in raw["key_properties"] if key not in schema.get("properties", {})
             ]
@@ -234,10 +235,13 @@ class _Loader:
                 key_properties=list(raw["key_properties"]),
                 schema=schema,
                 schema_file=str(base / schema_file),
-                validate=fastjsonschema.compile(schema),
+                validate=validate,
             )
 
-    def _read_schema(self, path: Path, shown: str, site: Site) -> dict[str, Any] | None:
+    def _read_schema(
+        self, path: Path, shown: str, site: Site
+    ) -> tuple[dict[str, Any], Callable[[Any], Any]] | None:
+        """The schema file's JSON Schema and its compiled validator, or None (a problem)."""
         try:
             schema = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -251,12 +255,12 @@ class _Loader:
             return None
         try:
             jsonschema.validators.validator_for(schema).check_schema(schema)
-            fastjsonschema.compile(schema)
+            validate = fastjsonschema.compile(schema)
         except (jsonschema.SchemaError, fastjsonschema.JsonSchemaDefinitionException) as error:
             message = getattr(error, "message", str(error))
             self.problems.append(site.problem(f"'{shown}' is not a valid JSON Schema: {message}"))
             return None
-        return schema
+        return schema, validate
 
     def _check_exceptions_output(self) -> None:
         name = self.program.exceptions_stream
