@@ -145,6 +145,13 @@ class TargetKlaviyo(Target):
             description="How long to wait for a Klaviyo import or update job to finish.",
         ),
         th.Property(
+            "job_poll_seconds",
+            th.NumberType(minimum=0),
+            default=0.25,
+            title="Job poll interval (seconds)",
+            description="First wait between checks of a job's status; it doubles up to 5 s.",
+        ),
+        th.Property(
             "rate_limits",
             th.ObjectType(additional_properties=th.ArrayType(window)),
             title="Rate limits",
