@@ -111,3 +111,32 @@ def test_groups_read_as_in_jinja(engine_for: EngineFor) -> None:
     )
     [(_, output)] = engine.map_record("returns", a_return())
     assert output["value"] == "CAP-OS-RED:1:0"
+
+
+def test_attributes_read_keys_first_then_the_sandbox(engine_for: EngineFor) -> None:
+    engine = engine_for("""
+        streams:
+          returns:
+            key: return_id
+            rules:
+              - name: access
+                emit:
+                  plain:
+                    id: x
+                    key_named_items: "{{ record.items }}"
+                    dict_method: "{{ {'a': 1}.items() | list }}"
+                    nested: "{{ record.return_shipments[0].items[0].sku }}"
+                    list_method: "{{ record.type.count('Refund') }}"
+                    text_method: "{{ record.rma_number.lower() }}"
+    """)
+    record = a_return()
+    record["items"] = ["own"]
+    [(_, output)] = engine.map_record("returns", record)
+    assert output == {
+        "id": "x",
+        "key_named_items": ["own"],
+        "dict_method": [("a", 1)],
+        "nested": "JKT-M-NAV",
+        "list_method": 1,
+        "text_method": "sw-100",
+    }
