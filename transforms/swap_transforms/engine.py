@@ -39,6 +39,7 @@ INVALID_OUTPUT = "invalid_output"
 MAX_DETAIL = 500
 
 Output = tuple[str, dict[str, Any]]
+_Target = tuple[str, "Callable[[Any], bool] | None", Callable[[Any], Any]]
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +78,13 @@ class MappingEngine:
                 runs.append(rules)
         if problems:
             raise MappingFileError(problems)
-        # Per rule, where its outputs go: (stream, validate) in emit order.
-        self._targets: dict[int, list[tuple[str, Callable[[Any], Any]]]] = {
-            id(rule): [(emit.stream, self.outputs[emit.stream].validate) for emit in rule.emits]
+        # Per rule, where its outputs go, in emit order: (stream, quick check, validate).
+        self._targets: dict[int, list[_Target]] = {
+            id(rule): [
+                (emit.stream, output.quick_check, output.validate)
+                for emit in rule.emits
+                for output in (self.outputs[emit.stream],)
+            ]
             for runs in self._streams.values()
             for rules in runs
             for rule in rules.rules
@@ -211,7 +216,9 @@ class _RecordRun:
             self._exception(rule.name, MAPPING_ERROR, where + describe(failure))
             return
         targets = self.engine._targets[id(rule)]
-        for (stream, validate), record in zip(targets, produced, strict=True):
+        for (stream, quick_check, validate), record in zip(targets, produced, strict=True):
+            if quick_check is not None and quick_check(record):
+                continue  # certainly valid: the validator would accept it
             try:
                 validate(record)
             except fastjsonschema.JsonSchemaValueException as error:
@@ -223,7 +230,7 @@ class _RecordRun:
                 self._exception(rule.name, INVALID_OUTPUT, detail)
                 return
         out = self.out
-        for (stream, _), record in zip(targets, produced, strict=True):
+        for (stream, _, _), record in zip(targets, produced, strict=True):
             out.append((stream, record))
 
     def _locate(self, rule: Rule, scope: Scope, error: BaseException) -> EvaluationError:

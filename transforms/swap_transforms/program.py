@@ -24,6 +24,7 @@ from jinja2 import nodes
 
 from swap_transforms.errors import MappingFileError, Problem
 from swap_transforms.sandbox import ENVIRONMENT, GLOBAL_NAMES, Expression, parse_expression
+from swap_transforms.schema_check import compile_quick_check, validator_regexes
 from swap_transforms.values import (
     FOR_EACH_SHAPE,
     MappingValue,
@@ -71,6 +72,8 @@ class OutputStream:
     schema: dict[str, Any]
     schema_file: str
     validate: Callable[[Any], Any]
+    #: True only for records `validate` accepts (see schema_check); None: always validate.
+    quick_check: Callable[[Any], bool] | None = None
 
 
 @dataclass
@@ -236,6 +239,7 @@ class _Loader:
                 schema=schema,
                 schema_file=str(base / schema_file),
                 validate=validate,
+                quick_check=compile_quick_check(schema, validator_regexes(validate)),
             )
 
     def _read_schema(
