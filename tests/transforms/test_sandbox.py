@@ -6,9 +6,11 @@ import copy
 from collections.abc import Callable
 
 import pytest
+from jinja2.exceptions import SecurityError
 
 from swap_transforms.engine import MappingEngine
 from swap_transforms.errors import MappingFileError
+from swap_transforms.sandbox import Expression, Scope, parse_expression
 from tests.transforms.conftest import a_return
 
 EngineFor = Callable[[str], MappingEngine]
@@ -140,3 +142,15 @@ def test_attributes_read_keys_first_then_the_sandbox(engine_for: EngineFor) -> N
         "list_method": 1,
         "text_method": "sw-100",
     }
+
+
+def test_only_the_engines_own_loops_skip_the_sandbox_call() -> None:
+    # Mappings cannot name anything `_loop...` (names start with a letter); should such a name
+    # hold another callable, it is still called through the sandbox, which checks it.
+    def refused(value: object) -> object:
+        return value
+
+    refused.unsafe_callable = True  # type: ignore[attr-defined]
+    expression = Expression(parse_expression("_loop0(record)"))
+    with pytest.raises(SecurityError, match="is not safely callable"):
+        expression(Scope({"_loop0": refused, "record": {}}, {}, {}))

@@ -234,6 +234,19 @@ def _unknown(kind: str, name: str, candidates: Iterable[str]) -> str:
     return f"unknown {kind} '{name}'{hint}"
 
 
+class EngineFunction:
+    """A function the engine itself puts into compiled expressions (a value-level `for_each`).
+
+    Compiled expressions call it directly, with their context; anything else is called through
+    the sandbox.
+    """
+
+    __slots__ = ()
+
+    def __call__(self, context: Context, *args: Any) -> Any:
+        raise NotImplementedError
+
+
 class _FunctionCodeGenerator(CodeGenerator):
     """Jinja's code generator, writing an expression as a plain function returning its value.
 
@@ -285,18 +298,22 @@ class _FunctionCodeGenerator(CodeGenerator):
         self, node: nodes.Call, frame: Frame, forward_caller: bool = False
     ) -> None:
         # The engine's own `for_each` functions (names mappings cannot write) are called
-        # directly with the context; every other call goes through the sandbox.
+        # directly with the context, once checked to be one; every other call goes through the
+        # sandbox as Jinja writes it.
         callee = node.node
         if (
             isinstance(callee, nodes.Name)
             and callee.name.startswith(ENGINE_LOOP)
             and not (node.kwargs or node.dyn_args or node.dyn_kwargs or forward_caller)
         ):
-            self.write("(")
-            self.visit(callee, frame)
-            self.write(")(context")
+            function = self.temporary_identifier()
+            self.write(f"({function}(context")
             self.signature(node, frame)
-            self.write(")")
+            self.write(f") if isinstance({function} := ")
+            self.visit(callee, frame)
+            self.write(f", EngineFunction) else environment.call(context, {function}")
+            self.signature(node, frame)
+            self.write("))")
             return
         super().visit_Call(node, frame, forward_caller=forward_caller)
 
@@ -308,7 +325,11 @@ def compile_function(expression: nodes.Expr) -> Callable[[Scope], Any]:
     source = io.StringIO()
     _FunctionCodeGenerator(ENVIRONMENT, None, "<mapping>", stream=source).visit(template)
     code = compile(source.getvalue(), "<mapping>", "exec")
-    namespace: dict[str, Any] = {"environment": ENVIRONMENT, "__file__": "<mapping>"}
+    namespace: dict[str, Any] = {
+        "environment": ENVIRONMENT,
+        "EngineFunction": EngineFunction,
+        "__file__": "<mapping>",
+    }
     exec(code, namespace)  # noqa: S102 - code Jinja's generator wrote for a checked expression
     return cast("Callable[[Scope], Any]", namespace["root"])
 

@@ -25,6 +25,7 @@ from jinja2.runtime import Context, Undefined
 from swap_transforms.errors import EvaluationError, Problem
 from swap_transforms.sandbox import (
     ENGINE_LOOP,
+    EngineFunction,
     Expression,
     ExpressionError,
     Scope,
@@ -138,7 +139,7 @@ class CheckedList(list[Any]):
     __slots__ = ()
 
 
-class Loop:
+class Loop(EngineFunction):
     """A `for_each` inside a value: called from the compiled expression with the list."""
 
     def __init__(self, binding: str, when: Expression | None, body: ValueSpec, label: str) -> None:
@@ -149,7 +150,7 @@ class Loop:
         self._body = body.expression
 
     @pass_context
-    def run(self, context: Context, items: Any) -> list[Any]:
+    def __call__(self, context: Context, items: Any) -> list[Any]:
         scope = cast("Scope", context)  # expressions run with their Scope as the context
         binding, when, body = self.binding, self.when, self._body.function
         result = CheckedList()
@@ -319,7 +320,7 @@ class ValueCompiler:
         used.update(items[1], inner_used - {binding})
         name = f"{ENGINE_LOOP}{len(self.engine_names)}"
         loop = Loop(binding, when, body, f"field '{label}'" if label else "for_each")
-        self.engine_names[name] = loop.run
+        self.engine_names[name] = loop
         return LoopValue(name, items_source, loop, label)
 
 
