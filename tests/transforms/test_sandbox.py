@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import copy
+import random
 from collections.abc import Callable
+from decimal import Decimal
 
 import pytest
 from jinja2.exceptions import SecurityError
+from jinja2.filters import sync_do_unique as jinja_unique
+from markupsafe import Markup
 
 from swap_transforms.engine import MappingEngine
 from swap_transforms.errors import MappingFileError
-from swap_transforms.sandbox import Expression, Scope, parse_expression
+from swap_transforms.sandbox import Expression, MappingEnvironment, Scope, parse_expression
 from tests.transforms.conftest import a_return
 
 EngineFor = Callable[[str], MappingEngine]
@@ -154,3 +158,29 @@ def test_only_the_engines_own_loops_skip_the_sandbox_call() -> None:
     expression = Expression(parse_expression("_loop0(record)"))
     with pytest.raises(SecurityError, match="is not safely callable"):
         expression(Scope({"_loop0": refused, "record": {}}, {}, {}))
+
+
+def test_unique_gives_what_jinjas_unique_gives() -> None:
+    reference = MappingEnvironment()
+    reference.filters["unique"] = jinja_unique  # the filter as Jinja ships it
+    rng = random.Random(5)
+    pool: list[object] = ["A", "a", "B", "b ", Markup("A"), 1, 1.0, True, None, Decimal("1.0"), [1]]
+    calls = ["", "(true)", "(case_sensitive=false)", "(attribute='x')", "(nope=1)", "(1, 2, 3)"]
+    for _ in range(400):
+        values = [rng.choice(pool) for _ in range(rng.randint(0, 5))]
+        if rng.random() < 0.3:
+            values = [{"x": value} for value in values]
+        for call in calls:
+            source = f"values | unique{call} | list"
+            outcomes = []
+            for environment in (reference, None):
+                try:
+                    if environment is None:
+                        scope = Scope({"values": values}, {}, {})
+                        result = Expression(parse_expression(source))(scope)
+                    else:
+                        result = environment.compile_expression(source)(values=values)
+                    outcomes.append(("ok", repr(result)))
+                except Exception as error:  # noqa: BLE001 - the failure is what is compared
+                    outcomes.append((type(error).__name__, str(error)))
+            assert outcomes[0] == outcomes[1], (source, values)

@@ -23,10 +23,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2 import Environment, StrictUndefined, TemplateSyntaxError, nodes, pass_environment
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError
 from jinja2.filters import _GroupTuple
+from jinja2.filters import sync_do_unique as _jinja_unique
 from jinja2.nodes import EvalContext
 from jinja2.parser import Parser
 from jinja2.runtime import Context, Undefined, exported
@@ -69,6 +70,7 @@ class MappingEnvironment(ImmutableSandboxedEnvironment):
         for name, function in list(self.filters.items()):
             if getattr(function, "jinja_async_variant", False):
                 self.filters[name] = function.__wrapped__
+        self.filters["unique"] = sync_do_unique
         self.filters.update(helpers.FILTERS)
         self.filters[f"{ENGINE_PREFIX}text"] = _text
         self.tests.update(helpers.TESTS)
@@ -102,6 +104,29 @@ class MappingEnvironment(ImmutableSandboxedEnvironment):
             msg = f"exponents above {MAX_EXPONENT} are not allowed"
             raise SecurityError(msg)
         return self.binop_table[operator](left, right)
+
+
+@pass_environment
+def sync_do_unique(
+    environment: Environment, value: Any, case_sensitive: bool = False, attribute: Any = None
+) -> Iterator[Any]:
+    """Jinja's `unique` filter, without an attribute getter call per item when there is none.
+
+    Named as Jinja's function, so that a wrong call fails with the same message.
+    """
+    if attribute is not None:
+        return _jinja_unique(environment, value, case_sensitive, attribute)
+    return _unique_items(value, case_sensitive)
+
+
+def _unique_items(value: Any, case_sensitive: bool) -> Iterator[Any]:
+    # What sync_do_unique does with no attribute: text compared lower-cased unless asked not to.
+    seen = set()
+    for item in value:
+        key = item.lower() if not case_sensitive and isinstance(item, str) else item
+        if key not in seen:
+            seen.add(key)
+            yield item
 
 
 def _too_big(exponent: Any) -> bool:
