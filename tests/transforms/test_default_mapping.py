@@ -164,8 +164,8 @@ def check_restocks(record: dict[str, Any], outputs: Outputs) -> None:
     for variant, item, event in zip(
         variants, restocked, events(outputs, "Item Restocked"), strict=True
     ):
-        assert variant["restock_key"].startswith(
-            f"swap:{record['return_id']}:{item['shopify_line_item_id']}:"
+        assert (
+            variant["restock_key"] == f"swap:{record['return_id']}:{item['shopify_line_item_id']}"
         )
         assert instant(variant["time"]) == instant(item["restocked_at"] or record["date_updated"])
         assert event["time"] == variant["time"]
@@ -177,7 +177,8 @@ def check_restocks(record: dict[str, Any], outputs: Outputs) -> None:
 def check_profile_update(record: dict[str, Any], email: str, outputs: Outputs) -> None:
     [update] = of(outputs, "klaviyo_profile_updates")
     rma = record["rma_number"]
-    assert update["update_id"] == f"swap:{record['return_id']}:profile"
+    assert update["update_id"].startswith(f"swap:{record['return_id']}:profile:")
+    assert instant(update["update_id"].split(":profile:")[1]) == instant(record["date_updated"])
     assert update["email"] == email
     assert instant(update["as_of"]) == instant(record["submission_date"] or record["date_updated"])
     assert update["append"] == (
@@ -382,10 +383,10 @@ def test_null_dates_fall_back_to_date_updated(default_engine: MappingEngine) -> 
     [profile] = of(outputs, "klaviyo_profile_updates")
     assert profile["as_of"] == "2026-03-09T08:00:00Z"
     assert profile["properties"]["swap_last_return_at"] == "2026-03-09T08:00:00Z"
-    # Without a restock time the key must not move with date_updated, or a resync would
-    # apply the same delta twice.
+    # The key names the line, not the restock time: when Swap fills restocked_at in later, a
+    # resync must not apply the same delta again under a new key.
     [variant] = of(outputs, "klaviyo_catalog_variants")
-    assert variant["restock_key"] == "swap:ret_100:l1:undated"
+    assert variant["restock_key"] == "swap:ret_100:l1"
     assert variant["time"] == "2026-03-09T08:00:00Z"
 
 
@@ -491,7 +492,7 @@ def test_item_restocked_and_its_catalog_change(default_engine: MappingEngine) ->
     outputs = default_engine.map_record("returns", record)
     [event] = events(outputs, "Item Restocked")
     [variant] = of(outputs, "klaviyo_catalog_variants")
-    assert event["unique_id"] == "swap:ret_100:restock:l1:2026-03-05T10:00:00.500Z"
+    assert event["unique_id"] == "swap:ret_100:restock:l1"
     assert event["time"] == "2026-03-05T10:00:00.500Z"
     assert event["properties"] == {
         "ReturnId": "ret_100",
@@ -508,7 +509,7 @@ def test_item_restocked_and_its_catalog_change(default_engine: MappingEngine) ->
         "variant_id": "$custom:::$default:::JKT-M-NAV",
         "sku": "JKT-M-NAV",
         "inventory_delta": 2,
-        "restock_key": "swap:ret_100:l1:2026-03-05T10:00:00.500Z",
+        "restock_key": "swap:ret_100:l1",
         "time": "2026-03-05T10:00:00.500Z",
         "source_id": "ret_100",
         "source_updated_at": "2026-03-06T16:00:00Z",
