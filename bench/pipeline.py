@@ -43,6 +43,15 @@ FAST_LIMITS = {
 PLUGINS = ("tap-swapcommerce", "swap-transforms", "target-klaviyo")
 
 
+def plugin_of(cmdline: list[str]) -> str:
+    """Which plugin a process runs, from its executable (meltano's own command line names all)."""
+    for part in cmdline[:2]:
+        for plugin in PLUGINS:
+            if part.endswith(f"/{plugin}"):
+                return plugin
+    return "meltano"
+
+
 def count_records(path: Path) -> int:
     with path.open("rb") as handle:
         return sum(1 for line in handle if line.startswith(b'{"type":"RECORD"'))
@@ -122,7 +131,7 @@ def pipeline(env: dict[str, str], tmp: Path, returns: int) -> dict[str, Any]:
     while process.poll() is None:
         for proc in [root, *root.children(recursive=True)]:
             try:
-                name = next((p for p in PLUGINS if p in " ".join(proc.cmdline())), "meltano")
+                name = plugin_of(proc.cmdline())
                 peaks[name] = max(peaks.get(name, 0.0), proc.memory_info().rss / 2**20)
                 cpu[name] = max(cpu.get(name, 0.0), sum(proc.cpu_times()[:2]))
             except psutil.Error:

@@ -200,6 +200,7 @@ def replay(config: dict[str, Any], reasons: tuple[str, ...]) -> None:
         click.echo(f"Replay stopped: {exc}", err=True)
         sys.exit(1)
     finally:
+        delivery.background.close()
         delivery.client.close()
     ledger.mark_replayed(replayed_ids)
     result = delivery.summary.as_dict(stats)
@@ -224,6 +225,7 @@ def _resend(delivery: Delivery, by_stream: dict[str, list[dict[str, Any]]]) -> N
         delivery.pending_profiles.add(record)
     if by_stream.get(EVENTS_STREAM):
         EventSender(delivery).send(by_stream[EVENTS_STREAM])
+        delivery.background.flush()
     ProfileImporter(delivery).send(delivery.pending_profiles.claim_all())
     if by_stream.get(CATALOG_STREAM):
         RestockApplier(delivery).send(by_stream[CATALOG_STREAM])

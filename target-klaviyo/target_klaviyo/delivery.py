@@ -6,6 +6,7 @@ import queue
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -95,15 +96,22 @@ class BackgroundSender:
     """Sends batches on one background thread while the target reads the next records.
 
     The SDK drains a full sink on the thread that reads input, so without this the target would
-    stop reading while Klaviyo answers, and stop sending while it reads. Batches are sent in the
-    order given; at most ``depth`` wait, which keeps memory bounded. :meth:`flush` waits for all
-    of them and raises what failed: the target calls it before any STATE message, so a bookmark
-    never moves past a record whose outcome is not recorded.
+    stop reading while Klaviyo answers, and stop sending while it reads. A batch's requests run
+    on a pool of ``workers`` threads (paced by the shared limiter), and the next batch's requests
+    start while the last ones of a batch are still in flight, so that Klaviyo's response time
+    never leaves the rate limit unused. At most ``depth`` batches wait and twice ``workers``
+    requests are outstanding, which keeps memory bounded. :meth:`flush` waits for all of them and
+    raises what failed: the target calls it before any STATE message, so a bookmark never moves
+    past a record whose outcome is not recorded.
     """
 
-    def __init__(self, depth: int = 2) -> None:
+    def __init__(self, *, workers: int = 4, depth: int = 2) -> None:
         self._queue: queue.Queue[tuple[Callable[[list[dict[str, Any]]], None], list[Any]] | None]
         self._queue = queue.Queue(maxsize=depth)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="klaviyo-request")
+        self._slots = threading.BoundedSemaphore(2 * workers)
+        self._pending: set[Future[Any]] = set()
+        self._lock = threading.Lock()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="klaviyo-sender", daemon=True)
         self._thread.start()
@@ -118,16 +126,41 @@ class BackgroundSender:
                 if self._error is None:  # after a failure, later batches wait for a rerun
                     send(records)
             except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
-                self._error = exc
+                self._fail(exc)
             finally:
                 self._queue.task_done()
 
     def submit(self, send: Callable[[list[dict[str, Any]]], None], records: list[Any]) -> None:
+        """Queue a batch for the background thread (blocks while ``depth`` batches wait)."""
         self._raise()
         self._queue.put((send, records))
 
+    def spawn(self, request: Callable[..., None], *args: Any) -> None:
+        """Run one request on the pool without waiting for it (blocks while too many are out)."""
+        self._slots.acquire()
+        future = self._pool.submit(request, *args)
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+        self._slots.release()
+        error = future.exception()
+        if error is not None:
+            self._fail(error)
+
+    def _fail(self, error: BaseException) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = error
+
     def flush(self) -> None:
         self._queue.join()
+        with self._lock:
+            pending = list(self._pending)
+        wait(pending)
         self._raise()
 
     def close(self) -> None:
@@ -135,10 +168,12 @@ class BackgroundSender:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+        self._pool.shutdown(wait=True)
 
     def _raise(self) -> None:
-        if self._error is not None:
+        with self._lock:
             error, self._error = self._error, None
+        if error is not None:
             raise error
 
 
@@ -150,7 +185,7 @@ class Delivery:
         self.ledger = ledger
         self.settings = settings
         self.pending_profiles = PendingProfiles()
-        self.background = BackgroundSender()
+        self.background = BackgroundSender(workers=max(1, settings.concurrent_requests))
         self.summary = Summary()
         self.started_at = datetime.now(timezone.utc)
 

@@ -10,7 +10,6 @@ no pointer says which entry is at fault, the request is halved until the culprit
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -139,16 +138,10 @@ class EventSender:
         backfill_before = datetime.now(timezone.utc) - timedelta(
             hours=self.delivery.settings.backfill_after_hours
         )
-        # Requests go out concurrently (the shared limiter paces them), so that Klaviyo's
-        # response time does not cap throughput below its published limits.
-        workers = max(1, self.delivery.settings.concurrent_requests)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="events") as pool:
-            sends = [
-                pool.submit(self._send, c, backfill_before)
-                for c in self._chunks(groups, backfill_before)
-            ]
-            for sent in sends:
-                sent.result()
+        # Requests go out concurrently on the delivery's request pool (the shared limiter paces
+        # them); `Delivery.background.flush()` waits for them before any STATE.
+        for chunk in self._chunks(groups, backfill_before):
+            self.delivery.background.spawn(self._send, chunk, backfill_before)
 
     # -- before sending ----------------------------------------------------------------------
 
