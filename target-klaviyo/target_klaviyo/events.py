@@ -71,20 +71,22 @@ class ProfileGroup:
     identity: dict[str, str]
     events: list[dict[str, Any]] = field(default_factory=list)
     update: MergedUpdate | None = None
+    #: Built once: sizing a request and sending it use the same resource.
+    _resource: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def resource(self, backfill_before: datetime) -> dict[str, Any]:
-        profile = (
-            self.update.profile_resource()
-            if self.update is not None
-            else {"type": "profile", "attributes": dict(self.identity)}
-        )
-        return {
-            "type": "event-bulk-create",
-            "attributes": {
-                "profile": {"data": profile},
-                "events": {"data": [event_resource(e, backfill_before) for e in self.events]},
-            },
-        }
+        if self._resource is None:
+            profile = (
+                self.update.profile_resource()
+                if self.update is not None
+                else {"type": "profile", "attributes": dict(self.identity)}
+            )
+            events = [event_resource(e, backfill_before) for e in self.events]
+            self._resource = {
+                "type": "event-bulk-create",
+                "attributes": {"profile": {"data": profile}, "events": {"data": events}},
+            }
+        return self._resource
 
 
 def event_resource(record: Mapping[str, Any], backfill_before: datetime) -> dict[str, Any]:

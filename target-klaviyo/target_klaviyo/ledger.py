@@ -309,7 +309,8 @@ class Ledger:
 
     def apply_list_operations(self, changes: Iterable[ListChange]) -> None:
         """Mirror accepted appends and unappends, so that the ledger knows who is flagged now."""
-        if self.read_only:
+        changes = list(changes)
+        if self.read_only or not changes:
             return
         now = utcnow()
         with self._lock, self.engine.begin() as conn:
