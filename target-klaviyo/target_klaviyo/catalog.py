@@ -14,7 +14,6 @@ inventory from Shopify, so their restocks are set aside as ``catalog_not_writabl
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -113,26 +112,17 @@ class RestockApplier:
         quantities: dict[str, Decimal] = {}
         for chunk in _chunks(variant_ids, 100):
             ids = ",".join(json.dumps(v) for v in chunk)
-            params: dict[str, str] | None = {
+            params = {
                 "filter": f"any(ids,[{ids}])",
                 "page[size]": "100",
                 "fields[catalog-variant]": "inventory_quantity",
             }
-            url: str | None = None
-            while True:
-                response = self.delivery.client.request("catalog_variants", params=params, url=url)
-                if response.status_code != 200:
-                    error = error_entries(response)[0]
-                    msg = f"Klaviyo refused to read catalog variants: {error.get('detail')}"
-                    raise KlaviyoUnavailable(msg)
-                body = response.json()
-                for variant in body.get("data") or []:
+            for page in self.delivery.client.pages(
+                "catalog_variants", params, what="read catalog variants"
+            ):
+                for variant in page.get("data") or []:
                     quantity = (variant.get("attributes") or {}).get("inventory_quantity")
                     quantities[variant["id"]] = Decimal(str(quantity or 0))
-                url = (body.get("links") or {}).get("next")
-                params = None
-                if not url:
-                    break
         return quantities
 
     # -- applying ------------------------------------------------------------------------------
@@ -223,23 +213,13 @@ class RestockApplier:
         self.delivery.record(outcomes)
 
     def _wait(self, job_id: str) -> dict[str, Any] | None:
-        """The finished job, or None when Klaviyo does not know it."""
         settings = self.delivery.settings
-        deadline = time.monotonic() + settings.job_timeout_seconds
-        pause = settings.job_poll_seconds
-        while True:
-            response = self.delivery.client.request("catalog_update_job", path_id=job_id)
-            if response.status_code == 404:
-                return None
-            if response.status_code == 200:
-                job: dict[str, Any] = response.json()["data"]
-                if job["attributes"]["status"] in ("complete", "cancelled"):
-                    return job
-            if time.monotonic() > deadline:
-                msg = f"Klaviyo catalog update job {job_id} did not finish in time"
-                raise KlaviyoUnavailable(msg)
-            time.sleep(pause)
-            pause = min(pause * 2, 5.0)
+        return self.delivery.client.wait_for_job(
+            "catalog_update_job",
+            job_id,
+            timeout=settings.job_timeout_seconds,
+            first_pause=settings.job_poll_seconds,
+        )
 
     # -- after a crash -------------------------------------------------------------------------
 

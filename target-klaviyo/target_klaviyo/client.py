@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -271,6 +271,58 @@ class KlaviyoClient:
                 wait,
             )
             time.sleep(wait)
+
+    def pages(
+        self,
+        endpoint_name: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        path_id: str | None = None,
+        what: str,
+    ) -> Iterator[dict[str, Any]]:
+        """Each page of a paginated GET, following JSON:API ``links.next``.
+
+        A refusal raises :class:`KlaviyoUnavailable` saying what could not be read (``what``):
+        a run must not guess what it could not see.
+        """
+        url: str | None = None
+        while True:
+            response = self.request(
+                endpoint_name, params=None if url else params, path_id=path_id, url=url
+            )
+            if response.status_code != 200:
+                error = error_entries(response)[0]
+                msg = f"Klaviyo refused to {what}: {error.get('detail')}"
+                raise KlaviyoUnavailable(msg)
+            body: dict[str, Any] = response.json()
+            yield body
+            url = (body.get("links") or {}).get("next")
+            if not url:
+                return
+
+    def wait_for_job(
+        self, endpoint_name: str, job_id: str, *, timeout: float, first_pause: float
+    ) -> dict[str, Any] | None:
+        """A bulk job once finished (``complete`` or ``cancelled``); None if Klaviyo has none.
+
+        Polls with a doubling pause (up to 5 s), paced like every request; a job still running
+        after ``timeout`` seconds raises :class:`KlaviyoUnavailable`.
+        """
+        deadline = time.monotonic() + timeout
+        pause = first_pause
+        while True:
+            response = self.request(endpoint_name, path_id=job_id)
+            if response.status_code == 404:
+                return None
+            if response.status_code == 200:
+                job: dict[str, Any] = response.json()["data"]
+                if job["attributes"]["status"] in ("complete", "cancelled"):
+                    return job
+            if time.monotonic() > deadline:
+                msg = f"Klaviyo job {job_id} ({endpoint_name}) did not finish in {timeout:.0f} s"
+                raise KlaviyoUnavailable(msg)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 def _auth_message(status: int) -> str:

@@ -16,8 +16,6 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from target_klaviyo.client import KlaviyoUnavailable, error_entries
-
 if TYPE_CHECKING:
     from target_klaviyo.delivery import Delivery
 
@@ -54,24 +52,13 @@ class ProfileCheck:
 
     def _lookup(self, emails: list[str]) -> Iterator[dict[str, Any]]:
         quoted = ",".join(json.dumps(e) for e in emails)
-        params: dict[str, str] | None = {
+        params = {
             "filter": f"any(email,[{quoted}])",
             "additional-fields[profile]": "subscriptions",
             "page[size]": str(LOOKUP_SIZE),
         }
-        url: str | None = None
-        while True:
-            response = self.delivery.client.request("profiles", params=params, url=url)
-            if response.status_code != 200:
-                error = error_entries(response)[0]
-                msg = f"Klaviyo refused the profile lookup: {error.get('detail')}"
-                raise KlaviyoUnavailable(msg)
-            body = response.json()
-            yield from body.get("data") or []
-            url = (body.get("links") or {}).get("next")
-            params = None
-            if not url:
-                return
+        for page in self.delivery.client.pages("profiles", params, what="look profiles up"):
+            yield from page.get("data") or []
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

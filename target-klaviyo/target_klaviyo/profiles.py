@@ -11,7 +11,6 @@ suppression flag and the event arrive together) or goes to a bulk profile import
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -288,37 +287,30 @@ class ProfileImporter:
 
     def _wait(self, job_id: str) -> dict[str, Any]:
         settings = self.delivery.settings
-        deadline = time.monotonic() + settings.job_timeout_seconds
-        pause = settings.job_poll_seconds
-        while True:
-            response = self.delivery.client.request("profile_import_job", path_id=job_id)
-            job: dict[str, Any] = response.json()["data"]
-            if job["attributes"]["status"] in ("complete", "cancelled"):
-                return job
-            if time.monotonic() > deadline:
-                msg = f"Klaviyo profile import job {job_id} did not finish in time"
-                raise KlaviyoUnavailable(msg)
-            time.sleep(pause)
-            pause = min(pause * 2, 5.0)
+        job = self.delivery.client.wait_for_job(
+            "profile_import_job",
+            job_id,
+            timeout=settings.job_timeout_seconds,
+            first_pause=settings.job_poll_seconds,
+        )
+        if job is None:
+            msg = f"Klaviyo lost profile import job {job_id}; its profiles stay undelivered"
+            raise KlaviyoUnavailable(msg)
+        return job
 
     def _import_errors(self, job_id: str, chunk: list[MergedUpdate]) -> dict[int, dict[str, Any]]:
         """Map each import error to the profile it concerns (its index in the job)."""
         by_identity = {identity_key(u.identity): i for i, u in enumerate(chunk)}
         failed: dict[int, dict[str, Any]] = {}
-        url: str | None = None
-        while True:
-            response = self.delivery.client.request(
-                "profile_import_errors", path_id=job_id, url=url
-            )
-            body = response.json()
-            for entry in body.get("data") or []:
+        for page in self.delivery.client.pages(
+            "profile_import_errors", path_id=job_id, what="list a job's import errors"
+        ):
+            for entry in page.get("data") or []:
                 attributes = entry.get("attributes") or {}
                 index = _error_index(attributes, by_identity)
                 if index is not None:
                     failed[index] = attributes
-            url = (body.get("links") or {}).get("next")
-            if not url:
-                return failed
+        return failed
 
 
 def _error_index(attributes: Mapping[str, Any], by_identity: Mapping[str, int]) -> int | None:
