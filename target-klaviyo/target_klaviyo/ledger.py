@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -23,6 +23,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from filelock import FileLock, Timeout
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Engine, make_url
 
 metadata = sa.MetaData()
@@ -290,22 +292,15 @@ class Ledger:
         if not versions or self.read_only:
             return
         now = utcnow()
-        current = self.profile_as_of(list(versions))
+        rows = [{"profile_hash": k, "as_of": v, "updated_at": now} for k, v in versions.items()]
+        table = profile_versions
+
+        def newer(excluded: Any) -> dict[str, Any]:
+            keep = sa.case((excluded.as_of > table.c.as_of, excluded.as_of), else_=table.c.as_of)
+            return {"as_of": keep, "updated_at": excluded.updated_at}
+
         with self._lock, self.engine.begin() as conn:
-            for key, as_of in versions.items():
-                if key in current:
-                    if as_of > current[key]:
-                        conn.execute(
-                            profile_versions.update()
-                            .where(profile_versions.c.profile_hash == key)
-                            .values(as_of=as_of, updated_at=now)
-                        )
-                else:
-                    conn.execute(
-                        profile_versions.insert().values(
-                            profile_hash=key, as_of=as_of, updated_at=now
-                        )
-                    )
+            self._upsert(conn, table, rows, newer)
 
     def apply_list_operations(self, changes: Iterable[ListChange]) -> None:
         """Mirror accepted appends and unappends, so that the ledger knows who is flagged now."""
@@ -313,24 +308,74 @@ class Ledger:
         if self.read_only or not changes:
             return
         now = utcnow()
+        # The last operation on a value wins (a merged update holds one per value).
+        final: dict[tuple[str, str, str], ListChange] = {}
+        for change in changes:
+            final[(change.profile_hash, change.property[:128], str(change.value)[:255])] = change
+        appended = [
+            {
+                "profile_hash": h,
+                "property": p,
+                "value": v,
+                "masked_identity": c.masked_identity,
+                "updated_at": now,
+            }
+            for (h, p, v), c in final.items()
+            if c.operation == "append"
+        ]
+        removed = [
+            {"h": h, "p": p, "v": v} for (h, p, v), c in final.items() if c.operation != "append"
+        ]
+        table = profile_lists
         with self._lock, self.engine.begin() as conn:
-            for change in changes:
-                key = {
-                    "profile_hash": change.profile_hash,
-                    "property": change.property[:128],
-                    "value": str(change.value)[:255],
-                }
+            if removed:
                 conn.execute(
-                    profile_lists.delete().where(
-                        *(profile_lists.c[column] == value for column, value in key.items())
-                    )
+                    table.delete().where(
+                        table.c.profile_hash == sa.bindparam("h"),
+                        table.c.property == sa.bindparam("p"),
+                        table.c.value == sa.bindparam("v"),
+                    ),
+                    removed,
                 )
-                if change.operation == "append":
-                    conn.execute(
-                        profile_lists.insert().values(
-                            **key, masked_identity=change.masked_identity, updated_at=now
-                        )
-                    )
+            if appended:
+                self._upsert(
+                    conn,
+                    table,
+                    appended,
+                    lambda excluded: {
+                        "masked_identity": excluded.masked_identity,
+                        "updated_at": excluded.updated_at,
+                    },
+                )
+
+    def _upsert(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        rows: list[dict[str, Any]],
+        updates: Callable[[Any], dict[str, Any]],
+    ) -> None:
+        """Insert rows, or update those whose primary key exists, in one statement per batch.
+
+        SQLite and Postgres say it with ``ON CONFLICT ... DO UPDATE``; other databases get an
+        update-then-insert per row.
+        """
+        dialect = conn.dialect.name
+        if dialect in ("sqlite", "postgresql"):
+            module = sqlite_dialect if dialect == "sqlite" else postgresql_dialect
+            statement = module.insert(table)
+            keys = [column.name for column in table.primary_key.columns]
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=keys, set_=updates(statement.excluded)
+                ),
+                rows,
+            )
+            return
+        for row in rows:
+            where = [table.c[c.name] == row[c.name] for c in table.primary_key.columns]
+            if conn.execute(table.update().where(*where).values(**row)).rowcount == 0:
+                conn.execute(table.insert().values(**row))
 
     def list_members(self, property_name: str) -> list[dict[str, Any]]:
         """Profiles whose list property holds values now: hash, masked identity, values, when."""
@@ -372,16 +417,16 @@ class Ledger:
         if self.read_only:
             return
         now = utcnow()
+        values = [{**row, "updated_at": now} for row in rows]
+        if not values:
+            return
+        columns = set(values[0])
+
+        def replace(excluded: Any) -> dict[str, Any]:
+            return {c: excluded[c] for c in columns if c != "restock_key"}
+
         with self._lock, self.engine.begin() as conn:
-            for row in rows:
-                values = {**row, "updated_at": now}
-                updated = conn.execute(
-                    restocks.update()
-                    .where(restocks.c.restock_key == row["restock_key"])
-                    .values(**values)
-                )
-                if updated.rowcount == 0:
-                    conn.execute(restocks.insert().values(**values))
+            self._upsert(conn, restocks, values, replace)
 
     def forget_restocks(self, keys: Sequence[str]) -> None:
         if self.read_only or not keys:
