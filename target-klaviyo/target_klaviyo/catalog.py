@@ -14,12 +14,12 @@ inventory from Shopify, so their restocks are set aside as ``catalog_not_writabl
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from target_klaviyo.client import KlaviyoUnavailable, error_entries
-from target_klaviyo.ledger import ACCEPTED, DEDUPLICATED, REJECTED, Outcome, as_utc
+from target_klaviyo.ledger import ACCEPTED, DEDUPLICATED, REJECTED, Outcome, as_utc, chunked
 
 if TYPE_CHECKING:
     from target_klaviyo.delivery import Delivery
@@ -77,7 +77,7 @@ class RestockApplier:
             ]
         )
         found = [v for v in by_variant if v in current]
-        for chunk in _chunks(found, self.delivery.settings.variants_per_job):
+        for chunk in chunked(found, self.delivery.settings.variants_per_job):
             self._apply(chunk, by_variant, current)
 
     # -- screening -----------------------------------------------------------------------------
@@ -110,7 +110,7 @@ class RestockApplier:
     def _read(self, variant_ids: list[str]) -> dict[str, Decimal]:
         """Current ``inventory_quantity`` of each variant that exists."""
         quantities: dict[str, Decimal] = {}
-        for chunk in _chunks(variant_ids, 100):
+        for chunk in chunked(variant_ids, 100):
             ids = ",".join(json.dumps(v) for v in chunk)
             params = {
                 "filter": f"any(ids,[{ids}])",
@@ -268,8 +268,3 @@ def _job_errors(job: Mapping[str, Any], count: int) -> dict[int, Mapping[str, An
         if names_variant and len(parts) >= 5 and parts[4].isdigit():
             failed[int(parts[4])] = error
     return failed
-
-
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -16,6 +16,8 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from target_klaviyo.ledger import chunked
+
 if TYPE_CHECKING:
     from target_klaviyo.delivery import Delivery
 
@@ -36,7 +38,7 @@ class ProfileCheck:
         wanted = sorted({e.strip().lower() for e in emails if e})
         known: set[str] = set()
         suppressed: set[str] = set()
-        for chunk in _chunks(wanted, LOOKUP_SIZE):
+        for chunk in chunked(wanted, LOOKUP_SIZE):
             for profile in self._lookup(chunk):
                 attributes = profile.get("attributes") or {}
                 email = str(attributes.get("email") or "").strip().lower()
@@ -59,8 +61,3 @@ class ProfileCheck:
         }
         for page in self.delivery.client.pages("profiles", params, what="look profiles up"):
             yield from page.get("data") or []
-
-
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

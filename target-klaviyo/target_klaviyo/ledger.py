@@ -263,7 +263,7 @@ class Ledger:
         """
         found: set[tuple[str, str | None, str | None]] = set()
         with self._lock, self.engine.connect() as conn:
-            for chunk in _chunks(list(keys), 500):
+            for chunk in chunked(list(keys), 500):
                 query = sa.select(
                     deliveries.c.record_key, deliveries.c.profile_hash, deliveries.c.metric
                 ).where(
@@ -279,7 +279,7 @@ class Ledger:
     def profile_as_of(self, hashes: Sequence[str]) -> dict[str, datetime]:
         result: dict[str, datetime] = {}
         with self._lock, self.engine.connect() as conn:
-            for chunk in _chunks(list(hashes), 500):
+            for chunk in chunked(list(hashes), 500):
                 query = sa.select(profile_versions.c.profile_hash, profile_versions.c.as_of).where(
                     profile_versions.c.profile_hash.in_(chunk)
                 )
@@ -401,7 +401,7 @@ class Ledger:
     def restocks(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         result: dict[str, dict[str, Any]] = {}
         with self._lock, self.engine.connect() as conn:
-            for chunk in _chunks(list(keys), 500):
+            for chunk in chunked(list(keys), 500):
                 query = sa.select(restocks).where(restocks.c.restock_key.in_(chunk))
                 for row in conn.execute(query).mappings():
                     result[row["restock_key"]] = dict(row)
@@ -432,7 +432,7 @@ class Ledger:
         if self.read_only or not keys:
             return
         with self._lock, self.engine.begin() as conn:
-            for chunk in _chunks(list(keys), 500):
+            for chunk in chunked(list(keys), 500):
                 conn.execute(restocks.delete().where(restocks.c.restock_key.in_(chunk)))
 
     # -- runs ----------------------------------------------------------------------------------
@@ -535,7 +535,8 @@ class Ledger:
         return int(result.rowcount or 0)
 
 
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+def chunked(items: list[str], size: int) -> Iterator[list[str]]:
+    """Consecutive slices of at most ``size`` items (``IN`` lists, lookups, jobs)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
