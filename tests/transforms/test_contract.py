@@ -1,7 +1,8 @@
 """Contract: what the default mapping emits is what target-klaviyo accepts.
 
-The target owns its input schemas (target-klaviyo/target_klaviyo/schemas); the mapper declares its
-own. Every record the default mapping emits over the Swap emulator's data, and over the edge-case
+The target owns its input schemas (target-klaviyo/target_klaviyo/schemas); the mapper declares
+byte-identical copies (tests/test_contract_copies.py) and refuses at load any other output. Every
+record the default mapping emits over the Swap emulator's data, and over the edge-case
 records of these tests, must validate against the target's schema of its stream, date-time
 formats included.
 """
@@ -9,17 +10,23 @@ formats included.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 
 from emulators.swap import SwapEmulator
+from swap_transforms.contract import Contract
 from swap_transforms.engine import MappingEngine
+from swap_transforms.errors import MappingFileError
+from swap_transforms.mapper import SwapTransformsMapper
 from tests.conftest import SWAP_NOW
 from tests.transforms.conftest import (
+    DEFAULT_MAPPING,
     TARGET_SCHEMAS,
     TRANSFORMS,
+    MappingWriter,
     a_return,
     as_sdk_record,
     with_items,
@@ -131,3 +138,51 @@ def test_edge_cases_are_accepted(
     outputs = default_engine.map_record("returns", record)
     assert outputs
     assert_accepted(validators, outputs)
+
+
+EVENTS = "klaviyo_events.json"
+
+
+def test_an_output_the_target_does_not_accept_is_refused_at_load(
+    write_mapping: MappingWriter, tmp_path: Path
+) -> None:
+    (tmp_path / "schemas" / "klaviyo_coupons.json").write_text('{"type": "object"}')
+    drifted = json.loads((tmp_path / "schemas" / "klaviyo_events.json").read_text())
+    drifted["properties"]["value"] = {"type": ["number", "string", "null"]}
+    (tmp_path / "schemas" / "drifted_events.json").write_text(json.dumps(drifted))
+    path = write_mapping(
+        """
+        version: 1
+        outputs:
+          integration_exceptions:
+            key_properties: [exception_id]
+            schema: schemas/integration_exceptions.json
+          klaviyo_coupons: {key_properties: [], schema: schemas/klaviyo_coupons.json}
+          klaviyo_events: {key_properties: [unique_id], schema: schemas/drifted_events.json}
+        streams:
+          returns: {key: return_id, rules: []}
+        """
+    )
+    with pytest.raises(MappingFileError) as caught:
+        MappingEngine.from_files([str(path)], contract=Contract.load())
+    shown = str(caught.value).splitlines()
+    assert shown == [
+        f"{path}:6: output 'klaviyo_coupons': the target does not accept a stream "
+        "'klaviyo_coupons' (it accepts: integration_exceptions, klaviyo_catalog_variants, "
+        "klaviyo_events, klaviyo_profile_updates)",
+        f"{path}:7: output 'klaviyo_events': schema 'schemas/drifted_events.json' is not the "
+        f"target's contract for 'klaviyo_events': use {TRANSFORMS / 'schemas' / EVENTS}",
+    ]
+    # Without a contract (the engine alone, in tests of values) any declared output loads.
+    assert MappingEngine.from_files([str(path)]).outputs.keys() == {
+        "integration_exceptions",
+        "klaviyo_coupons",
+        "klaviyo_events",
+    }
+
+
+def test_the_mapper_refuses_a_contract_folder_without_schemas(tmp_path: Path) -> None:
+    with pytest.raises(MappingFileError, match="contract_schemas"):
+        SwapTransformsMapper(
+            config={"mapping_files": [str(DEFAULT_MAPPING)], "contract_schemas": str(tmp_path)}
+        )

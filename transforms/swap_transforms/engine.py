@@ -22,6 +22,7 @@ from typing import Any
 
 import fastjsonschema
 
+from swap_transforms.contract import Contract
 from swap_transforms.errors import EvaluationError, MappingFileError, Problem, describe
 from swap_transforms.helpers import iso_timestamp, stable_hash
 from swap_transforms.program import (
@@ -91,13 +92,22 @@ class MappingEngine:
         }
 
     @classmethod
-    def from_files(cls, paths: Iterable[str], clock: Callable[[], str] = utc_now) -> MappingEngine:
-        """Load every mapping file, reporting the problems of all of them together."""
+    def from_files(
+        cls,
+        paths: Iterable[str],
+        clock: Callable[[], str] = utc_now,
+        contract: Contract | None = None,
+    ) -> MappingEngine:
+        """Load every mapping file, reporting the problems of all of them together.
+
+        With a `contract` (the target's input schemas), outputs the target would not accept
+        are refused here, before any record is read.
+        """
         programs: list[MappingProgram] = []
         problems: list[Problem] = []
         for path in paths:
             try:
-                programs.append(load_program(path))
+                programs.append(load_program(path, contract))
             except MappingFileError as error:
                 problems.extend(error.problems)
         if problems:

@@ -22,6 +22,7 @@ from singer_sdk.mapper_base import InlineMapper
 from singer_sdk.singerlib import Message, RecordMessage, SchemaMessage, StateMessage
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
+from swap_transforms.contract import Contract
 from swap_transforms.engine import MappingEngine
 from swap_transforms.errors import MappingFileError
 
@@ -109,6 +110,15 @@ class SwapTransformsMapper(InlineMapper):
                 "directory (the project root under Meltano)."
             ),
         ),
+        th.Property(
+            "contract_schemas",
+            th.StringType,
+            description=(
+                "Folder of the target's input schemas (one <stream>.json each): the only output "
+                "streams and schemas a mapping may declare. Default: transforms/schemas, the "
+                "copies of target-klaviyo's schemas shipped with the mapper."
+            ),
+        ),
     ).to_dict()
 
     def __init__(
@@ -127,7 +137,8 @@ class SwapTransformsMapper(InlineMapper):
             message_reader=message_reader,
             message_writer=message_writer,
         )
-        self.engine = MappingEngine.from_files(self.config["mapping_files"])
+        contract = Contract.load(self.config.get("contract_schemas"))
+        self.engine = MappingEngine.from_files(self.config["mapping_files"], contract=contract)
         self._schemas_sent: set[str] = set()
         self._schemas_complete: set[str] = set()  # source streams whose outputs all had one
         self._dropped: set[str] = set()

@@ -22,6 +22,7 @@ import fastjsonschema
 import jsonschema
 from jinja2 import nodes
 
+from swap_transforms.contract import Contract
 from swap_transforms.errors import MappingFileError, Problem
 from swap_transforms.sandbox import ENVIRONMENT, GLOBAL_NAMES, Expression, parse_expression
 from swap_transforms.schema_check import compile_quick_check, validator_regexes
@@ -129,13 +130,17 @@ class MappingProgram:
     streams: dict[str, StreamRules] = field(default_factory=dict)
 
 
-def load_program(path: str) -> MappingProgram:
-    """Load, check and compile one mapping file; raises `MappingFileError` listing all problems."""
+def load_program(path: str, contract: Contract | None = None) -> MappingProgram:
+    """Load, check and compile one mapping file; raises `MappingFileError` listing all problems.
+
+    With a `contract`, every declared output must be a stream the target accepts, declared
+    with the target's own schema.
+    """
     doc = load_yaml(Path(path), path)
     problems = structure_problems(doc, definitions_only=False)
     if problems:
         raise MappingFileError(problems)
-    return _Loader(doc).load()
+    return _Loader(doc, contract).load()
 
 
 @cache
@@ -191,8 +196,9 @@ class _RawDefinition:
 class _Loader:
     """Compiles one validated mapping file, collecting every problem before giving up."""
 
-    def __init__(self, doc: YamlDocument) -> None:
+    def __init__(self, doc: YamlDocument, contract: Contract | None = None) -> None:
         self.doc = doc
+        self.contract = contract
         self.data: dict[str, Any] = doc.data
         self.problems: list[Problem] = []
         exceptions = self.data.get("exceptions", DEFAULT_EXCEPTIONS_STREAM)
@@ -226,6 +232,11 @@ class _Loader:
             if read is None:
                 continue
             schema, validate = read
+            refused = (
+                None if self.contract is None else self.contract.problem(name, schema, schema_file)
+            )
+            if refused is not None:
+                self.problems.append(Site(self.doc, ("outputs", name), site.where).problem(refused))
             missing = [
                 key for key in raw["key_properties"] if key not in schema.get("properties", {})
             ]

@@ -12,6 +12,7 @@ A schema using any other keyword gets no quick check (None).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -29,7 +30,23 @@ _KEYWORDS = _ANNOTATIONS | {
     "maxLength",
     "format",
     "pattern",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minItems",
+    "maxItems",
+    "maxProperties",
 }
+#: Bounds on numbers, as the comparison a valid value passes.
+_NUMBER_BOUNDS = (
+    ("minimum", ">="),
+    ("maximum", "<="),
+    ("exclusiveMinimum", ">"),
+    ("exclusiveMaximum", "<"),
+)
+#: A plain number (not bool, not a subclass): the values the validator bounds.
+_NUMBER = "(type({v}) is int or type({v}) is float or type({v}) is Decimal)"
 #: Conditions under which a value has the JSON type: exact Python types (a subclass answers
 #: False and the full validator decides), and any list (the validator takes lists and tuples).
 _TYPES = {
@@ -84,6 +101,7 @@ class _Writer:
             condition = " or ".join(_TYPES[kind].format(v=v) for kind in kinds)
             out.append(f"{pad}if not ({condition}): return False")
         self.text_checks(schema, v, out, pad)
+        self.bound_checks(schema, v, out, pad)
         if {"properties", "required", "additionalProperties"} & set(schema):
             # The validator applies these to any dict; here only to plain dicts.
             out.append(f"{pad}if isinstance({v}, dict):")
@@ -127,6 +145,35 @@ class _Writer:
         if tests:
             out.append(f"{pad}if isinstance({v}, str) and not ({' and '.join(tests)}):")
             out.append(f"{pad}    return False")
+
+    def bound_checks(self, schema: dict[str, Any], v: str, out: list[str], pad: str) -> None:
+        """Number ranges and list or object sizes (other types pass these keywords)."""
+        numbers = [
+            f"{v} {operator} {self.bound(schema[keyword])}"
+            for keyword, operator in _NUMBER_BOUNDS
+            if keyword in schema
+        ]
+        if numbers:
+            out.append(f"{pad}if {_NUMBER.format(v=v)} and not ({' and '.join(numbers)}):")
+            out.append(f"{pad}    return False")
+        sizes = [
+            (kind, f"len({v}) {operator} {self.bound(schema[keyword], integer=True)}")
+            for keyword, kind, operator in (
+                ("minItems", "(list, tuple)", ">="),
+                ("maxItems", "(list, tuple)", "<="),
+                ("maxProperties", "dict", "<="),
+            )
+            if keyword in schema
+        ]
+        for kind, test in sizes:
+            out.append(f"{pad}if isinstance({v}, {kind}) and not ({test}): return False")
+
+    def bound(self, value: Any, *, integer: bool = False) -> str:
+        """A bound written into the check's code; anything but a plain number is unsupported."""
+        allowed = (int,) if integer else (int, float)
+        if type(value) not in allowed or (type(value) is float and not math.isfinite(value)):
+            raise _UnsupportedError
+        return repr(value)
 
     def object_checks(self, schema: dict[str, Any], v: str, out: list[str], pad: str) -> None:
         required = schema.get("required", [])
