@@ -5,6 +5,12 @@
 - ``replay``: send set-aside records again once their cause is fixed (a variant created, a
   profile repaired, Klaviyo back up). Each gets a new outcome in the ledger.
 - ``purge``: clear personal data older than the retention period now.
+- ``schema``: the ledger's schema version, and this release's.
+
+Every command that opens the ledger first brings it to this release's schema when it is behind
+(an upgrade made by a previous release's ledger), under the run lock, waiting at most
+``SCHEMA_LOCK_SECONDS`` for a run that holds it; a ledger already current is used without the
+lock, so a command never waits for a run in progress.
 
 Configuration is target-klaviyo's own: ``--config FILE`` (JSON), or ``--config ENV`` to read
 ``TARGET_KLAVIYO_*`` variables, which is how Meltano passes it to plugin commands
@@ -28,6 +34,7 @@ from typing import Any
 import click
 import yaml
 from singer_sdk.configuration._dict_config import parse_environment_config
+from sqlalchemy.engine import make_url
 
 from target_klaviyo.catalog import STREAM as CATALOG_STREAM
 from target_klaviyo.catalog import RestockApplier
@@ -35,7 +42,13 @@ from target_klaviyo.client import KlaviyoAuthError, KlaviyoUnavailable, RunStats
 from target_klaviyo.delivery import Delivery
 from target_klaviyo.events import STREAM as EVENTS_STREAM
 from target_klaviyo.events import EventSender
-from target_klaviyo.ledger import MAPPER_EXCEPTION, Ledger, to_json
+from target_klaviyo.ledger import (
+    MAPPER_EXCEPTION,
+    Ledger,
+    LedgerSchemaError,
+    head_revision,
+    to_json,
+)
 from target_klaviyo.profiles import STREAM as PROFILES_STREAM
 from target_klaviyo.profiles import ProfileImporter
 from target_klaviyo.segments import load_definitions, provision
@@ -43,6 +56,33 @@ from target_klaviyo.target import TargetKlaviyo
 
 #: Set-aside outcomes a replay can resend: Klaviyo refused them, or they were held.
 REPLAYABLE = ("rejected", "failed_profile_import", "held")
+#: How long a command waits for a run's lock when the ledger must be upgraded first.
+SCHEMA_LOCK_SECONDS = 30.0
+
+
+def open_ledger(config: dict[str, Any], *, read_only: bool = False) -> Ledger:
+    """The ledger at this release's schema (upgraded first under the run lock if behind)."""
+    upgrade_ledger(config)
+    return Ledger(config["ledger_url"], read_only=read_only)
+
+
+def upgrade_ledger(config: dict[str, Any]) -> None:
+    """Upgrade a ledger written by an older release; a clear refusal when it cannot be now."""
+    ledger = Ledger(config["ledger_url"])
+    try:
+        ledger.ensure_current(SCHEMA_LOCK_SECONDS)
+    except LedgerSchemaError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        ledger.close()
+
+
+def _existing_ledger(config: dict[str, Any]) -> bool:
+    """False for a SQLite file that does not exist (the report says so, and creates nothing)."""
+    parsed = make_url(config["ledger_url"])
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return True
+    return Path(str(parsed.database)).is_file()
 
 
 def load_config(source: str) -> dict[str, Any]:
@@ -93,6 +133,8 @@ webhooks_db_option = click.option(
 def summary(config: dict[str, Any], webhooks_db: Path | None) -> None:
     """Print what reached Klaviyo and what was set aside, and why."""
     report = _report_module()
+    if _existing_ledger(config):
+        upgrade_ledger(config)
     with _webhooks_errors(report):
         data = report.load_report_data(config["ledger_url"], webhooks_db=webhooks_db)
     click.echo(report.terminal_summary(data))
@@ -107,6 +149,8 @@ def summary(config: dict[str, Any], webhooks_db: Path | None) -> None:
 def report(config: dict[str, Any], output: Path, webhooks_db: Path | None) -> None:
     """Write the integration health report (one offline HTML page) and print its summary."""
     module = _report_module()
+    if _existing_ledger(config):
+        upgrade_ledger(config)
     with _webhooks_errors(module):
         data = module.build_report(config["ledger_url"], output, webhooks_db=webhooks_db)
     click.echo(module.terminal_summary(data))
@@ -140,7 +184,7 @@ def dead_letters(
     config: dict[str, Any], output: Path, reasons: tuple[str, ...], include_replayed: bool
 ) -> None:
     """Export set-aside records (not accepted since) as JSON Lines, readable by the owner only."""
-    ledger = Ledger(config["ledger_url"], read_only=True)
+    ledger = open_ledger(config, read_only=True)
     rows = list(ledger.set_aside(reasons=reasons or None, include_replayed=include_replayed))
     ledger.close()
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -174,7 +218,7 @@ def _dead_letter(row: dict[str, Any]) -> dict[str, Any]:
 @click.pass_obj
 def replay(config: dict[str, Any], reasons: tuple[str, ...]) -> None:
     """Send set-aside records to Klaviyo again; each gets a new outcome in the ledger."""
-    ledger = Ledger(config["ledger_url"])
+    ledger = open_ledger(config)
     rows = list(ledger.set_aside(reasons=reasons or None))
     by_stream: dict[str, list[dict[str, Any]]] = defaultdict(list)
     skipped: Counter[str] = Counter()
@@ -271,11 +315,32 @@ def segments(config: dict[str, Any], definitions: Path) -> None:
 @click.pass_obj
 def purge(config: dict[str, Any]) -> None:
     """Clear set-aside records' payloads (personal data) older than ``retention_days`` now."""
-    ledger = Ledger(config["ledger_url"])
+    ledger = open_ledger(config)
     cleared = ledger.purge(float(config["retention_days"]))
     ledger.close()
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     click.echo(f"{stamp}: cleared {cleared} payloads older than {config['retention_days']} days")
+
+
+@main.command()
+@click.option(
+    "--upgrade", is_flag=True, help="Upgrade a ledger that is behind now (under the run lock)."
+)
+@click.pass_obj
+def schema(config: dict[str, Any], upgrade: bool) -> None:
+    """Print the ledger's schema version and this release's (runs upgrade it by themselves)."""
+    if not _existing_ledger(config):
+        raise click.ClickException("no ledger at ledger_url yet: the first run creates it")
+    if upgrade:
+        upgrade_ledger(config)
+    ledger = Ledger(config["ledger_url"], read_only=True)
+    try:
+        current = ledger.schema_version
+    finally:
+        ledger.close()
+    head = head_revision()
+    state = "up to date" if current == head else "behind: the next run (or --upgrade) upgrades it"
+    click.echo(f"ledger schema {current or 'none'}, this release {head}: {state}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ One place answers "did this return event reach Klaviyo, and if not, why?". It is
 default and any SQLAlchemy URL (Postgres) otherwise. Rows hold no personal data beyond what is
 needed to replay a set-aside record (its payload), and payloads are cleared once they are older
 than the retention period. Identities are stored as a hash.
+
+The schema is versioned with Alembic (``migrations/``): :meth:`Ledger.migrate` brings a ledger
+to this release's schema, and the tables below are always that newest schema.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from filelock import FileLock, Timeout
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -75,9 +82,10 @@ restocks = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-#: The values of list properties (``swap_open_returns``) the target appended to each profile and
-#: not yet unappended, as Klaviyo holds them: who is flagged now, without keeping emails (the
-#: identity is stored masked).
+#: The values of list properties (``swap_open_returns``) the target appended to or unappended
+#: from each profile, as Klaviyo holds them: who is flagged now (``state`` ``appended``), without
+#: keeping emails (the identity is stored masked). Unappended values stay (``unappended``), so
+#: that an append is never sent twice and an unappend never sent for a value already gone.
 profile_lists = sa.Table(
     "profile_lists",
     metadata,
@@ -86,6 +94,7 @@ profile_lists = sa.Table(
     sa.Column("value", sa.String(255), primary_key=True),
     sa.Column("masked_identity", sa.String(255)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, server_default="appended"),
 )
 
 #: One row per target run: its summary, for the health report and alerts.
@@ -95,9 +104,20 @@ runs = sa.Table(
     sa.Column("run_id", sa.String(36), primary_key=True),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
-    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
     sa.Column("summary", sa.Text),
+    sa.Column("error", sa.Text),
 )
+
+#: Alembic's version table, named apart from ``alembic_version`` so that a ledger may share a
+#: Postgres database with Meltano's system database (which has its own).
+VERSION_TABLE = "ledger_schema_version"
+#: The revision whose tables 0.1.0 created without a version table.
+FIRST_RELEASE = "0001"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: A profile_lists row's state.
+APPENDED = "appended"
+UNAPPENDED = "unappended"
 
 ACCEPTED = "accepted"
 DEDUPLICATED = "deduplicated"
@@ -110,6 +130,14 @@ SKIPPED = "skipped"
 
 #: Outcomes a person may need to act on (and that a replay can resend, except mapper exceptions).
 SET_ASIDE = (REJECTED, FAILED_PROFILE_IMPORT, HELD, MAPPER_EXCEPTION, INVALID_RECORD)
+
+
+#: The advisory lock's key: 0.1.0's for the ``public`` schema (a run of either release excludes
+#: the other), the schema's name added for any other.
+_LOCK_KEY_SQL = (
+    "'target-klaviyo ledger' || CASE WHEN current_schema() = 'public' THEN '' "
+    "ELSE ':' || current_schema() END"
+)
 
 
 def utcnow() -> datetime:
@@ -178,11 +206,71 @@ class Ledger:
         _prepare_sqlite_file(url)
         self.engine: Engine = sa.create_engine(url, future=True)
         self._lock = threading.Lock()
-        metadata.create_all(self.engine)
 
     def close(self) -> None:
         self.release_run()
         self.engine.dispose()
+
+    # -- schema versions -----------------------------------------------------------------------
+
+    @property
+    def schema_version(self) -> str | None:
+        """The ledger's schema revision (``0002``), ``0001`` for an unversioned 0.1.0 ledger."""
+        with self.engine.connect() as conn:
+            return _schema_revision(conn)
+
+    def migrate(self) -> str:
+        """Bring the ledger to this release's schema; return the revision it is at.
+
+        The caller holds the run lock (:meth:`lock_run`), so no other run reads or writes while a
+        revision changes a table. A ledger 0.1.0 created (tables, no version table) is stamped
+        ``0001`` first, then upgraded like any other. A read-only ledger (a dry run) may not be
+        changed: it is only checked, and one behind this release is refused. An empty database
+        gets the current schema either way, as the first run always did.
+        """
+        with self.engine.begin() as conn:
+            current = _schema_revision(conn)
+            head = head_revision()
+            _refuse_unknown(current)
+            if current == head:
+                return head
+            if self.read_only and current is not None:
+                msg = (
+                    f"the ledger's schema is at revision {current} and this release of "
+                    f"target-klaviyo needs {head}; a dry run does not change the ledger: run "
+                    "target-klaviyo once without dry_run (or `klaviyo-ops schema --upgrade`) "
+                    "to upgrade it, then dry-run again"
+                )
+                raise LedgerSchemaError(msg)
+            config = alembic_config(conn)
+            if _stored_revision(conn) is None and current == FIRST_RELEASE:
+                command.stamp(config, FIRST_RELEASE)
+            command.upgrade(config, "head")
+        return head
+
+    def ensure_current(self, lock_timeout: float) -> str:
+        """For commands between runs: migrate under the run lock, held only if it is needed.
+
+        A ledger at this release's schema is used as it is, without waiting for a run that holds
+        the lock. One behind waits up to ``lock_timeout`` seconds for the lock (a run in progress
+        may be migrating it itself), then upgrades, or refuses clearly.
+        """
+        head = head_revision()
+        current = self.schema_version
+        _refuse_unknown(current)
+        if current == head:
+            return head
+        if not self.lock_run(lock_timeout):
+            msg = (
+                f"the ledger's schema is at revision {current} and this release needs {head}, "
+                f"but a run has held the ledger for {lock_timeout:.0f} s: try again once it "
+                "ends (a run upgrades the ledger itself at start-up)"
+            )
+            raise LedgerSchemaError(msg)
+        try:
+            return self.migrate()
+        finally:
+            self.release_run()
 
     # -- one run at a time ---------------------------------------------------------------------
 
@@ -192,8 +280,10 @@ class Ledger:
         Meltano refuses a second run of a pipeline whose state id has a running job, but checks
         and records in two steps, so two runs started in the same instant can both pass; two
         targets writing the same ledger could then apply one restock twice. A SQLite ledger is
-        locked with a lock file beside it, a Postgres one with an advisory lock. Returns False when
-        another run held it for longer than ``timeout`` seconds.
+        locked with a lock file beside it, a Postgres one with an advisory lock keyed by the
+        ledger's schema (a brand per schema never waits for another's run; advisory locks are
+        per database already). Returns False when another run held it for longer than
+        ``timeout`` seconds.
         """
         parsed = make_url(self.url)
         backend = parsed.get_backend_name()
@@ -207,7 +297,7 @@ class Ledger:
         if backend == "postgresql":
             self._lock_connection = self.engine.connect()
             deadline = time.monotonic() + timeout
-            query = sa.text("SELECT pg_try_advisory_lock(hashtext('target-klaviyo ledger'))")
+            query = sa.text(f"SELECT pg_try_advisory_lock(hashtext({_LOCK_KEY_SQL}))")
             while not self._lock_connection.execute(query).scalar():
                 if time.monotonic() > deadline:
                     return False
@@ -303,7 +393,11 @@ class Ledger:
             self._upsert(conn, table, rows, newer)
 
     def apply_list_operations(self, changes: Iterable[ListChange]) -> None:
-        """Mirror accepted appends and unappends, so that the ledger knows who is flagged now."""
+        """Mirror accepted appends and unappends, so that the ledger knows who is flagged now.
+
+        An unappended value keeps its row (state ``unappended``): knowing it is gone is what lets
+        the next run skip a second unappend, as an ``appended`` row skips a second append.
+        """
         changes = list(changes)
         if self.read_only or not changes:
             return
@@ -311,42 +405,46 @@ class Ledger:
         # The last operation on a value wins (a merged update holds one per value).
         final: dict[tuple[str, str, str], ListChange] = {}
         for change in changes:
-            final[(change.profile_hash, change.property[:128], str(change.value)[:255])] = change
-        appended = [
+            final[list_key(change.profile_hash, change.property, change.value)] = change
+        rows = [
             {
                 "profile_hash": h,
                 "property": p,
                 "value": v,
                 "masked_identity": c.masked_identity,
                 "updated_at": now,
+                "state": APPENDED if c.operation == "append" else UNAPPENDED,
             }
             for (h, p, v), c in final.items()
-            if c.operation == "append"
         ]
-        removed = [
-            {"h": h, "p": p, "v": v} for (h, p, v), c in final.items() if c.operation != "append"
-        ]
-        table = profile_lists
         with self._lock, self.engine.begin() as conn:
-            if removed:
-                conn.execute(
-                    table.delete().where(
-                        table.c.profile_hash == sa.bindparam("h"),
-                        table.c.property == sa.bindparam("p"),
-                        table.c.value == sa.bindparam("v"),
-                    ),
-                    removed,
-                )
-            if appended:
-                self._upsert(
-                    conn,
-                    table,
-                    appended,
-                    lambda excluded: {
-                        "masked_identity": excluded.masked_identity,
-                        "updated_at": excluded.updated_at,
-                    },
-                )
+            self._upsert(
+                conn,
+                profile_lists,
+                rows,
+                lambda excluded: {
+                    "masked_identity": excluded.masked_identity,
+                    "updated_at": excluded.updated_at,
+                    "state": excluded.state,
+                },
+            )
+
+    def list_states(self, hashes: Sequence[str]) -> dict[tuple[str, str, str], str]:
+        """The mirror's state of every list value of these profiles, by :func:`list_key`.
+
+        A value without a row is unknown: the target never changed it, or 0.1.0 deleted it
+        when it was unappended.
+        """
+        result: dict[tuple[str, str, str], str] = {}
+        table = profile_lists
+        with self._lock, self.engine.connect() as conn:
+            for chunk in chunked(sorted(set(hashes)), 500):
+                query = sa.select(
+                    table.c.profile_hash, table.c.property, table.c.value, table.c.state
+                ).where(table.c.profile_hash.in_(chunk))
+                for key, prop, value, found in conn.execute(query):
+                    result[(key, prop, value)] = found
+        return result
 
     def _upsert(
         self,
@@ -381,7 +479,7 @@ class Ledger:
         """Profiles whose list property holds values now: hash, masked identity, values, when."""
         query = (
             sa.select(profile_lists)
-            .where(profile_lists.c.property == property_name)
+            .where(profile_lists.c.property == property_name, profile_lists.c.state == APPENDED)
             .order_by(profile_lists.c.profile_hash, profile_lists.c.updated_at)
         )
         members: dict[str, dict[str, Any]] = {}
@@ -533,6 +631,59 @@ class Ledger:
                 .values(payload=None)
             )
         return int(result.rowcount or 0)
+
+
+class LedgerSchemaError(RuntimeError):
+    """The ledger's schema cannot be used or upgraded by this run; the message says why."""
+
+
+def alembic_config(connection: sa.Connection) -> Config:
+    """Alembic's configuration in code: the package's revisions, run on ``connection``."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The schema revision this release of target-klaviyo reads and writes."""
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    assert head is not None  # the package ships its revisions
+    return head
+
+
+def _stored_revision(conn: sa.Connection) -> str | None:
+    context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
+def _schema_revision(conn: sa.Connection) -> str | None:
+    """The revision a ledger is at: its version table, ``0001`` without one but with tables."""
+    current = _stored_revision(conn)
+    if current is None and _has_ledger_tables(conn):
+        return FIRST_RELEASE
+    return current
+
+
+def _has_ledger_tables(conn: sa.Connection) -> bool:
+    return deliveries.name in sa.inspect(conn).get_table_names()
+
+
+def _refuse_unknown(revision: str | None) -> None:
+    """A ledger written by a newer release: this one must not read or write it."""
+    known = {script.revision for script in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
+    if revision is not None and revision not in known:
+        msg = (
+            f"the ledger's schema is at revision {revision}, written by a newer release of "
+            f"target-klaviyo than this one (which knows up to {head_revision()}): run that "
+            "release, or restore the backup taken before upgrading"
+        )
+        raise LedgerSchemaError(msg)
+
+
+def list_key(profile: str, property_name: str, value: Any) -> tuple[str, str, str]:
+    """How the list mirror keys a value: its columns' lengths, the value as text."""
+    return (profile, property_name[:128], str(value)[:255])
 
 
 def chunked(items: list[str], size: int) -> Iterator[list[str]]:

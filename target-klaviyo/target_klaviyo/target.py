@@ -2,32 +2,50 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import traceback
+from collections.abc import Mapping
+from types import FrameType
 from typing import Any, ClassVar
 
 from singer_sdk import Sink, Target
 from singer_sdk import typing as th
-from singer_sdk.contrib.msgspec import MsgSpecReader
 from singer_sdk.exceptions import ConfigValidationError
+from sqlalchemy.engine import make_url
 
+from target_klaviyo import runlog
 from target_klaviyo.alerts import alert_text, post_alert, should_alert
 from target_klaviyo.client import (
     DEFAULT_REVISION,
     ENDPOINTS,
-    KlaviyoAuthError,
-    KlaviyoUnavailable,
     RunStats,
 )
 from target_klaviyo.delivery import Delivery
 from target_klaviyo.dryrun import DryRunWriter
 from target_klaviyo.integrity import MODES as PROFILE_CHECK_MODES
-from target_klaviyo.ledger import Ledger
+from target_klaviyo.ledger import Ledger, utcnow
+from target_klaviyo.outcomes import (
+    ALREADY_RUNNING,
+    CRASHED,
+    HOLDING_REASONS,
+    INTERRUPTED,
+    MAPPING_ERRORS_HELD,
+    SET_ASIDE_OVER_THRESHOLD,
+    SUCCEEDED,
+    AlreadyRunning,
+    RunInterrupted,
+    exit_code,
+    first_by_precedence,
+    outcome_of,
+    safe_error,
+)
+from target_klaviyo.reader import QuarantiningReader, Unreadable, unreadable_outcome
 from target_klaviyo.sinks import SINKS, KlaviyoSink
+from target_klaviyo.terminal import escape_log_handlers
 
 #: Oldest revision with ``backfill`` on bulk events, which keeps history from firing flows.
 MIN_REVISION = "2026-04-15"
-
-EXIT_SET_ASIDE = 3
 
 window = th.ObjectType(
     th.Property("requests", th.IntegerType(minimum=1), required=True),
@@ -39,7 +57,7 @@ class TargetKlaviyo(Target):
     """Loads its input streams (``schemas/``) into Klaviyo, and every outcome into a ledger."""
 
     name = "target-klaviyo"
-    message_reader_class = MsgSpecReader
+    message_reader_class = QuarantiningReader
 
     config_jsonschema: ClassVar[dict[str, Any]] = th.PropertiesList(
         th.Property(
@@ -138,6 +156,15 @@ class TargetKlaviyo(Target):
             description="Retries of a request failing with 5xx, a timeout or a dropped connection.",
         ),
         th.Property(
+            "throttle_deadline_seconds",
+            th.NumberType(minimum=0),
+            default=300,
+            title="Throttling deadline (seconds)",
+            description="How long a run may wait on Klaviyo's 429s in all: a Retry-After beyond "
+            "what is left, or a 429 once it is spent, ends the run with outcome "
+            "throttle_deadline (delivered work kept, no bookmark past what was not delivered).",
+        ),
+        th.Property(
             "job_timeout_seconds",
             th.NumberType(minimum=1),
             default=600,
@@ -218,6 +245,11 @@ class TargetKlaviyo(Target):
             )
             raise ConfigValidationError(msg, errors=[msg])
         self.threshold_exceeded: str | None = None
+        #: This run's outcome once decided (``target_klaviyo.outcomes``); set by :meth:`finish`.
+        self.outcome: str | None = None
+        self.interrupted_found = 0
+        self._finishing = False
+        self._summary: dict[str, Any] = {}
         # Sinks drain one at a time, events first, so that profile updates ride on their events.
         self.max_parallelism = 1
         self.stats = RunStats()
@@ -225,11 +257,25 @@ class TargetKlaviyo(Target):
         self.dry_run_writer = DryRunWriter(self.config["dry_run_path"]) if dry_run else None
         self.ledger = Ledger(self.config["ledger_url"], read_only=dry_run)
         self._lock_ledger(float(self.config.get("lock_timeout_seconds", 1800)))
+        self._migrate_ledger()
+        self._mark_interrupted()
         self.ledger.purge(float(self.config.get("retention_days", 30)))
         self.ledger.start_run()
         self.delivery = Delivery.from_config(
             self.config, ledger=self.ledger, stats=self.stats, dry_run=self.dry_run_writer
         )
+        self._wire_reader()
+
+    def _wire_reader(self) -> None:
+        """An unusable input line becomes a ledger outcome (the run goes on), never a log of it."""
+        reader = self.message_reader
+        if isinstance(reader, QuarantiningReader):
+            reader.on_unreadable = self._set_aside_unreadable
+            reader.on_repaired = self.delivery.summary.add_repaired
+
+    def _set_aside_unreadable(self, problem: Unreadable) -> None:
+        self.delivery.record([unreadable_outcome(problem)])
+        self.logger.warning("Set aside an unreadable input line: %s", problem.detail)
 
     def _lock_ledger(self, timeout: float) -> None:
         self.logger.info("Taking the ledger's run lock (another run of this pipeline may hold it)")
@@ -238,7 +284,34 @@ class TargetKlaviyo(Target):
                 f"another target-klaviyo run has held the ledger for {timeout:.0f} s "
                 "(lock_timeout_seconds); this run stops before reading anything"
             )
-            raise KlaviyoUnavailable(msg)
+            self._record_refused(msg)
+            raise AlreadyRunning(msg)
+
+    def _record_refused(self, message: str) -> None:
+        """A finished ``already_running`` row: a refused start shows in the summary too."""
+        try:
+            runlog.record_refused_run(self.ledger, ALREADY_RUNNING, message)
+        except Exception as exc:  # noqa: BLE001 - without the lock the schema may be changing
+            self.logger.warning("Could not record the refused run: %s", safe_error(exc))
+        self.ledger.close()
+
+    def _mark_interrupted(self) -> None:
+        """Runs left ``running`` died without an outcome (the lock says none is alive)."""
+        self.interrupted_found = runlog.mark_interrupted(self.ledger)
+        if self.interrupted_found:
+            self.logger.warning(
+                "%d earlier run(s) were still marked running: marked interrupted",
+                self.interrupted_found,
+            )
+
+    def _migrate_ledger(self) -> None:
+        """Under the run lock, before anything reads the ledger: this release's schema."""
+        before = self.ledger.schema_version
+        self.ledger_schema_version = self.ledger.migrate()
+        if before not in (None, self.ledger_schema_version):
+            self.logger.info(
+                "Ledger schema upgraded from revision %s to %s", before, self.ledger_schema_version
+            )
 
     def get_sink_class(self, stream_name: str) -> type[Sink]:
         try:
@@ -271,17 +344,76 @@ class TargetKlaviyo(Target):
         self.delivery.background.flush()  # also when no STATE came: failures must surface
         # Everything was delivered or recorded, and STATE written: now judge the run.
         self.threshold_exceeded = self.over_threshold()
-        self.finish(
-            "succeeded" if self.threshold_exceeded is None else "too_many_set_aside",
-            self.threshold_exceeded,
+        held = self.mapping_errors_held()
+        outcome = first_by_precedence(
+            ([MAPPING_ERRORS_HELD] if held else [])
+            + ([SET_ASIDE_OVER_THRESHOLD] if self.threshold_exceeded else [])
+        )
+        reasons = [r for r in (held, self.threshold_exceeded) if r]
+        self.finish(outcome, "; ".join(reasons) or None)
+
+    def mapping_errors_held(self) -> str | None:
+        """Why the run fails for a wrong mapping (the mapper holds the bookmark), if it does."""
+        counts = {r: n for r, n in self.delivery.summary.set_aside.items() if r in HOLDING_REASONS}
+        if not counts:
+            return None
+        listed = ", ".join(f"{reason} {count}" for reason, count in sorted(counts.items()))
+        return (
+            f"{sum(counts.values())} records not mapped ({listed}): everything else was "
+            "delivered; the bookmark stays until the mapping is fixed (see the health report)"
         )
 
+    def fail(self, error: BaseException) -> str:
+        """End the run that ``error`` stopped: its outcome recorded, logged and alerted."""
+        outcome = outcome_of(error)
+        message = safe_error(error, self._secrets())
+        self.logger.error("Run stopped: %s", message)
+        if outcome == CRASHED:
+            self.logger.error("Crashed at %s", _where(error))
+        if outcome == INTERRUPTED:
+            self.delivery.background.cancel_queued(error)
+        self.finish(outcome, message)
+        return outcome
+
+    def _secrets(self) -> list[str]:
+        """Values no message may show: the API key, the alert URL, the ledger's password."""
+        found = [str(self.config.get(k) or "") for k in ("api_key", "alert_webhook_url")]
+        return [*found, _password(str(self.config.get("ledger_url") or ""))]
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT: stop reading, record what is in flight, end ``interrupted``.
+
+        The SDK's own handler drains every sink from inside the signal handler (while the main
+        thread may be half-way through a batch) and exits 0. Here the main thread unwinds
+        instead; a second signal stops the process at once.
+        """
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if getattr(self, "_finishing", False):
+            self.logger.warning("Signal %d while the run finishes: finishing first", signum)
+            return
+        raise RunInterrupted(signum)
+
     def finish(self, status: str, error: str | None = None) -> dict[str, Any]:
+        """Record the run's outcome (once), release the ledger, log the summary and alert.
+
+        Never raises: a ledger that cannot be written (the cause of a crash, perhaps) is logged,
+        and the outcome line still ends the run.
+        """
+        if self.outcome is not None:
+            return self._summary
+        self._finishing = True
+        self.outcome = status
         self.delivery.background.close()
         summary = self.delivery.summary.as_dict(self.stats)
-        self.ledger.finish_run(status, summary)
+        summary["ledger_schema_version"] = self.ledger_schema_version
+        self._summary = summary
+        try:
+            runlog.finish_run(self.ledger, status, summary, error)
+        except Exception as exc:  # noqa: BLE001 - the outcome line must still be written
+            self.logger.error("Could not record the run's outcome: %s", safe_error(exc))
         self.ledger.release_run()
-        self._log_summary(status, summary)
+        self._log_summary(status, summary, error)
         self._alert(status, error)
         self.delivery.client.close()
         if self.dry_run_writer is not None:
@@ -297,13 +429,26 @@ class TargetKlaviyo(Target):
         url = self.config.get("alert_webhook_url")
         if not url or self.dry_run_writer is not None:
             return
-        new = self.ledger.new_set_aside()
-        if should_alert(status, new):
-            post_alert(url, {"text": alert_text(status, self.ledger.run_id, new, error)})
+        try:
+            new = self.ledger.new_set_aside()
+            previous = runlog.previous_outcomes(self.ledger)
+        except Exception as exc:  # noqa: BLE001 - a broken ledger must not silence the alert
+            self.logger.warning("Could not read the ledger for the alert: %s", safe_error(exc))
+            new, previous = {}, []
+        due = runlog.outcome_alert_due(status, previous, utcnow())
+        if should_alert(due, new, self.interrupted_found):
+            text = alert_text(
+                status, self.ledger.run_id, new, error, interrupted_found=self.interrupted_found
+            )
+            post_alert(url, {"text": text})
 
-    def _log_summary(self, status: str, summary: dict[str, Any]) -> None:
-        log = self.logger.info if status == "succeeded" else self.logger.error
+    def _log_summary(
+        self, status: str, summary: Mapping[str, Any], error: str | None = None
+    ) -> None:
+        log = self.logger.info if status == SUCCEEDED else self.logger.error
         log("Run %s (%s); ledger run id %s", status, self.name, self.ledger.run_id)
+        if error:
+            log("  why: %s", error)
         for metric, count in sorted(summary["accepted_by_metric"].items()):
             log("  accepted  %-24s %d", metric, count)
         for stream, count in sorted(summary["accepted_by_stream"].items()):
@@ -344,29 +489,61 @@ class TargetKlaviyo(Target):
         config: Any = None,
         file_input: Any = None,
     ) -> None:
-        """Run the target; fail with one clear line (never a key) when Klaviyo cannot be used."""
+        """Run the target; however it ends, its last log line is ``run outcome: <outcome>``."""
         if about or config is None:
             super().invoke(about=about, about_format=about_format, config=config)
             return
         cls.print_version(print_fn=cls.logger.info)
+        outcome = cls._run(config, file_input)
+        log = cls.logger.info if outcome == SUCCEEDED else cls.logger.error
+        log("run outcome: %s", outcome)
+        code = exit_code(outcome)
+        if code:
+            sys.exit(code)
+
+    @classmethod
+    def _run(cls, config: Any, file_input: Any) -> str:
+        """The outcome of one run, whatever stopped it (one line each, never a traceback)."""
+        escape_log_handlers()
         try:
             target = cls(
                 config=config.config, validate_config=True, parse_env_config=config.parse_env
             )
-        except KlaviyoUnavailable as exc:
-            cls.logger.error("%s", exc)
-            sys.exit(1)
+        except ConfigValidationError as exc:
+            for error in exc.errors:
+                cls.logger.error("%s", error)
+            cls.logger.error("Config validation failed")
+            return CRASHED
+        except BaseException as exc:  # noqa: BLE001 - every ending has an outcome
+            outcome = outcome_of(exc)
+            cls.logger.error("%s", safe_error(exc) if outcome == CRASHED else exc)
+            return outcome
         try:
             target.listen(file_input)
-        except (KlaviyoAuthError, KlaviyoUnavailable) as exc:
-            target.finish("failed", str(exc))
-            target.logger.error("%s", exc)
-            sys.exit(1)
+        except BaseException as exc:  # noqa: BLE001 - every ending has an outcome
+            return target.fail(exc)
         if target.threshold_exceeded is not None:
             target.logger.error(
                 "Failing the run: %s (see `klaviyo-ops dead-letters`)", target.threshold_exceeded
             )
-            sys.exit(EXIT_SET_ASIDE)
+        return target.outcome or SUCCEEDED
+
+
+def _where(error: BaseException) -> str:
+    """Where an exception was raised (file, line, function): enough to find it, no values."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return "(no traceback)"
+    last = frames[-1]
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
+
+
+def _password(url: str) -> str:
+    """The password of a database URL, to keep it out of messages ('' if none)."""
+    try:
+        return make_url(url).password or ""
+    except Exception:  # noqa: BLE001 - not a URL: nothing to hide
+        return ""
 
 
 if __name__ == "__main__":

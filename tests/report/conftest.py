@@ -29,6 +29,7 @@ from target_klaviyo.ledger import (
     profile_hash,
 )
 from target_klaviyo.masking import mask_identity
+from tests.support.ledger import migrated_ledger
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=timezone.utc)
 
@@ -254,7 +255,7 @@ def write_ledger(url: str, clock: Clock) -> None:
 
     def start(at: datetime, run_id: str) -> Run:
         clock.now = at
-        run = Run(Ledger(url, run_id=run_id), clock)
+        run = Run(migrated_ledger(url, run_id=run_id), clock)
         run.ledger.start_run()
         return run
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from target_klaviyo.ledger import Ledger
 from target_klaviyo.report import build_report
 from tests.report.conftest import EMAILS
+from tests.support.ledger import migrated_ledger
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -133,7 +133,7 @@ def test_report_renders_in_chromium(browser, ledger_url, webhooks_db, tmp_path):
 
 def test_empty_report_renders_in_chromium(browser, tmp_path, clock):
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    Ledger(url).close()
+    migrated_ledger(url).close()
     output = tmp_path / "empty.html"
     build_report(url, output)
     console_errors(browser)

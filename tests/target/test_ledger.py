@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from target_klaviyo.ledger import head_revision
 from tests.target.conftest import (
     EVENTS,
     EXCEPTIONS,
@@ -285,6 +286,7 @@ def test_run_summary_counts_outcomes_retries_and_429s(klaviyo, config, ledger_pa
         "requests": {"events": 2, "catalog_variants": 1},
         "retries": {},
         "throttled_429": {},
+        "ledger_schema_version": head_revision(),
     }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from emulators.klaviyo import KlaviyoEmulator
-from target_klaviyo.ledger import Ledger
+from tests.support.ledger import migrated_ledger
 from tests.target.conftest import (
     VARIANT_JOBS_PATH,
     VARIANTS,
@@ -96,7 +96,7 @@ def test_shopify_variants_are_set_aside_as_not_writable(klaviyo, config, ledger_
 
 def leave_pending(ledger_path, key: str, sku: str, delta: int, base: int, job_id=None) -> None:
     """What a run killed between sending a variant job and recording its outcome leaves."""
-    ledger = Ledger(f"sqlite:///{ledger_path}")
+    ledger = migrated_ledger(f"sqlite:///{ledger_path}")
     try:
         ledger.save_restocks(
             [

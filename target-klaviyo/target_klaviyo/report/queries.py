@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, make_url
 
 from target_klaviyo.ledger import (
     ACCEPTED,
+    APPENDED,
     SET_ASIDE,
     as_utc,
     deliveries,
@@ -311,11 +312,11 @@ def _reason_counts(rows: Iterable[RecordRow]) -> list[ReasonCount]:
 def _load_open_returns(conn: Connection, data: ReportData, tables: set[str]) -> None:
     """Who Klaviyo flags with open returns now, from the ledger's mirror of accepted list changes.
 
-    ``profile_lists`` holds every value the target appended to ``swap_open_returns`` and has not
-    unappended since, once Klaviyo accepted the change. The whole table is used whatever
-    ``since`` says: it is the current state, not a window of history. A profile whose newer
-    profile update was set aside (and not delivered since) gets that update's reason, because its
-    flag in Klaviyo may be out of date.
+    ``profile_lists`` holds every value the target appended to ``swap_open_returns`` (state
+    ``appended``) and has not unappended since, once Klaviyo accepted the change. The whole
+    table is used whatever ``since`` says: it is the current state, not a window of history. A
+    profile whose newer profile update was set aside (and not delivered since) gets that update's
+    reason, because its flag in Klaviyo may be out of date.
     """
     if profile_lists.name not in tables:
         data.open_returns_mirrored = False
@@ -323,7 +324,7 @@ def _load_open_returns(conn: Connection, data: ReportData, tables: set[str]) -> 
     p = profile_lists
     query = (
         sa.select(p.c.profile_hash, p.c.value, p.c.masked_identity, p.c.updated_at)
-        .where(p.c.property == OPEN_RETURNS)
+        .where(p.c.property == OPEN_RETURNS, _appended(conn))
         .order_by(p.c.profile_hash, p.c.updated_at, p.c.value)
     )
     members: dict[str, _Member] = {}
@@ -343,6 +344,12 @@ def _load_open_returns(conn: Connection, data: ReportData, tables: set[str]) -> 
         for key, member in members.items()
     ]
     data.open_returns.sort(key=lambda r: (-(r.last_changed or _DAWN).timestamp(), r.customer))
+
+
+def _appended(conn: Connection) -> sa.ColumnElement[bool]:
+    """Values held now: ``appended`` rows (a ledger not yet migrated holds no other kind)."""
+    columns = {c["name"] for c in sa.inspect(conn).get_columns(profile_lists.name)}
+    return profile_lists.c.state == APPENDED if "state" in columns else sa.true()
 
 
 @dataclass
@@ -370,7 +377,7 @@ def _newer_set_aside(conn: Connection, members: Mapping[str, _Member]) -> dict[s
     )
     flagged = (
         sa.select(profile_lists.c.profile_hash)
-        .where(profile_lists.c.property == OPEN_RETURNS)
+        .where(profile_lists.c.property == OPEN_RETURNS, _appended(conn))
         .distinct()
     )
     query = (
