@@ -12,6 +12,7 @@ from emulators.swap.lifecycle import (
     RETURN_TYPES,
     Stage,
 )
+from emulators.swap.raw import RawJSON
 from emulators.swap.server import LIST_PATH, SwapEmulator
 from emulators.swap.webhooks import (
     TOPICS,
@@ -31,6 +32,7 @@ __all__ = [
     "RETURN_STATUSES",
     "RETURN_TYPES",
     "TOPICS",
+    "RawJSON",
     "Stage",
     "SwapEmulator",
     "WebhookResult",

@@ -6,7 +6,8 @@ together, 400 for bad parameters, 429 with ``Retry-After`` past the per-key rate
 
 Control endpoints (no auth: loopback only) let another process drive the data set the way the
 Python methods do: ``POST /_emulator/advance``, ``POST /_emulator/touch``,
-``POST /_emulator/returns``, ``GET /_emulator/returns/{id}``, ``GET /_emulator/stats`` and
+``POST /_emulator/returns`` (``"_raw": {field: JSON text}`` for values written verbatim),
+``GET /_emulator/returns/{id}``, ``GET /_emulator/stats`` and
 ``POST /_emulator/update-during-paging``.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 from emulators.http import CONTROL_PREFIX, EmulatorServer, RateLimiter, Request, Response, route
 from emulators.swap.dataset import ReturnDataset
 from emulators.swap.query import QueryError, parse_query
+from emulators.swap.raw import encode_page, raw_overrides
 from emulators.swap.webhooks import WebhookResult, create_return_and_notify
 
 LIST_PATH = "/v2/external/returns"
@@ -104,6 +106,7 @@ class SwapEmulator(EmulatorServer):
         self.data.touch(return_ids)
 
     def create_return(self, **overrides: Any) -> dict[str, Any]:
+        """Add a return; an override may be a :class:`RawJSON` (written into pages verbatim)."""
         return self.data.create(overrides)
 
     def create_return_and_notify(
@@ -186,7 +189,7 @@ class SwapEmulator(EmulatorServer):
             },
         }
         self._list_request_answered()
-        return Response(200, body)
+        return Response(200, encode_page(body))
 
     def _list_request_answered(self) -> None:
         with self._hooks_lock:
@@ -241,15 +244,16 @@ class SwapEmulator(EmulatorServer):
             overrides = request.json() or {}
             if not isinstance(overrides, dict):
                 raise TypeError("the body must be a JSON object of fields")
+            overrides.update(raw_overrides(overrides.pop("_raw", {})))
             created = self.create_return(**overrides)
         except (TypeError, ValueError) as exc:
             return self.error_response(400, "bad_request", f"create: {exc}")
-        return Response(201, created)
+        return Response(201, encode_page(created))
 
     @route("GET", CONTROL_PREFIX + "/returns/{return_id}")
     def _control_get(self, request: Request) -> Response:
         try:
-            return Response(200, self.get_return(request.params["return_id"]))
+            return Response(200, encode_page(self.get_return(request.params["return_id"])))
         except KeyError:
             return self.error_response(404, "not_found", "no such return")
 

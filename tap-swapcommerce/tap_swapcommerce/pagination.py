@@ -43,8 +43,20 @@ class KeysetPaginator(BaseAPIPaginator[PageToken]):
         self._newest: datetime | None = None
         self._seen_at_newest: set[str] = set()
 
-    def accept(self, rows: list[dict[str, Any]], *, has_next_page: bool) -> list[dict[str, Any]]:
-        """Return the rows of this page not emitted before, and work out the next request."""
+    def accept(
+        self,
+        rows: list[dict[str, Any]],
+        *,
+        has_next_page: bool,
+        last_updated: str | None = None,
+        items: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Return the rows of this page not emitted before, and work out the next request.
+
+        ``items`` counts every return the page held and ``last_updated`` is the last readable
+        ``date_updated`` among them, set-aside returns included: a page whose last returns were
+        set aside (or a page of nothing but) must still move the keyset on, not end the sync.
+        """
         fresh = []
         for row in rows:
             updated = parse_timestamp(row["date_updated"])
@@ -59,16 +71,21 @@ class KeysetPaginator(BaseAPIPaginator[PageToken]):
                 self._seen_at_newest = set()
             self._seen_at_newest.add(return_id)
             fresh.append(row)
-        self._next = self._next_token(rows, has_next_page=has_next_page)
+        if last_updated is None and rows:
+            last_updated = rows[-1]["date_updated"]
+        count = len(rows) if items is None else items
+        self._next = self._next_token(last_updated, count, has_next_page=has_next_page)
         return fresh
 
-    def _next_token(self, rows: list[dict[str, Any]], *, has_next_page: bool) -> PageToken | None:
-        if not has_next_page or not rows:
+    def _next_token(self, last: str | None, items: int, *, has_next_page: bool) -> PageToken | None:
+        if not has_next_page or not items:
             return None
         current = self.current_value
-        last = rows[-1]["date_updated"]
-        if current.since is not None and parse_timestamp(last) == parse_timestamp(current.since):
-            # The whole page shares the timestamp we asked from: step through that group by page.
+        if last is None or (
+            current.since is not None and parse_timestamp(last) == parse_timestamp(current.since)
+        ):
+            # The whole page shares the timestamp we asked from (or has none readable): step
+            # through that group by page.
             return PageToken(current.since, current.page + 1)
         return PageToken(last, 1)
 

@@ -22,8 +22,10 @@ from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 from singer_sdk.streams import Stream
 
 from tap_swapcommerce.client import SwapStream
+from tap_swapcommerce.pages import SetAside, fingerprint, read_page
 from tap_swapcommerce.pagination import KeysetPaginator, PageToken, parse_timestamp
-from tap_swapcommerce.validation import RecordValidator
+from tap_swapcommerce.quarantine import IntegrationExceptionsStream
+from tap_swapcommerce.validation import KeyProblem, RecordValidator
 
 #: Each stream's JSON Schema is ``schemas/<stream name>.json``.
 SCHEMAS = SchemaDirectory(resources.files("tap_swapcommerce") / "schemas")
@@ -49,6 +51,8 @@ class ReturnsStream(SwapStream):
         self._validator = RecordValidator(self.schema, self.name, self.logger)
         self._page_number = 0
         self._flush_after: object | None = None
+        self.quarantine: IntegrationExceptionsStream | None = None
+        self.repaired: dict[str, int] = {}
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -94,13 +98,44 @@ class ReturnsStream(SwapStream):
 
     def parse_response(self, response: requests.Response) -> Iterable[Record]:
         assert self._paginator is not None
-        body = response.json()
-        rows = [row for row in body.get("returns") or [] if self._validator.usable(row)]
-        pagination = body.get("pagination") or {}
-        fresh = self._paginator.accept(rows, has_next_page=bool(pagination.get("has_next_page")))
+        page = read_page(response.content, "returns")
+        for name, count in page.repaired.items():
+            self.repaired[name] = self.repaired.get(name, 0) + count
+        rows = []
+        for row in page.rows:
+            problem = self._validator.key_problem(row)
+            if problem is None:
+                rows.append(row)
+            else:
+                page.set_aside.append(unkeyed(row, problem))
+        for aside in page.set_aside:
+            self._set_aside(aside)
+        pagination = page.body.get("pagination") or {}
+        fresh = self._paginator.accept(
+            rows,
+            has_next_page=bool(pagination.get("has_next_page")),
+            last_updated=page.last_updated,
+            items=page.items,
+        )
         self._page_number += 1
         self._flush_after = self._last_kept(fresh)
         return fresh
+
+    def _set_aside(self, aside: SetAside) -> None:
+        """Emitted before any record of its page, so no STATE passes it before it is recorded."""
+        if self.quarantine is None:
+            msg = "the returns stream needs the integration_exceptions stream to set records aside"
+            raise RuntimeError(msg)
+        self.quarantine.set_aside(self.name, aside)
+
+    def log_repairs(self) -> None:
+        """Say what was repaired in this run: counts per field, never a value."""
+        if self.repaired:
+            total = sum(self.repaired.values())
+            fields = ", ".join(f"{name} ({count})" for name, count in sorted(self.repaired.items()))
+            self.logger.warning(
+                "Repaired %d lone surrogate(s) to U+FFFD in free text: %s", total, fields
+            )
 
     def _last_kept(self, rows: list[Record]) -> object | None:
         """The last row of the page that stream maps keep: the child streams flush after it."""
@@ -135,6 +170,7 @@ class ReturnsStream(SwapStream):
         stay progress markers, and the next run would read everything again.
         """
         super().finalize_state_progress_markers(state)
+        self.log_repairs()
         if any(child.selected for child in self.child_streams):
             self.state_manager.is_flushed = False
             self._write_state_message()
@@ -161,7 +197,7 @@ class DerivedStream(Stream):
     def collect(self, parent: Record) -> None:
         try:
             self._pending.extend(self.derive(parent, parent_fields(parent)))
-        except (TypeError, ValueError, ArithmeticError) as exc:
+        except (TypeError, ValueError, ArithmeticError, AttributeError) as exc:
             # The parent's schema report names the bad field; this says what was not derived.
             self.logger.warning(
                 "Return %s: could not derive %s records (%s)",
@@ -176,6 +212,19 @@ class DerivedStream(Stream):
 
     def derive(self, parent: Record, fields: dict[str, Any]) -> Iterable[Record]:
         raise NotImplementedError
+
+
+def unkeyed(row: Any, problem: KeyProblem) -> SetAside:
+    """A row the sync cannot key or bookmark (no ``return_id``, no valid ``date_updated``)."""
+    return_id = row.get("return_id") if isinstance(row, dict) else None
+    updated = row.get("date_updated") if isinstance(row, dict) else None
+    return SetAside(
+        source_key=return_id if isinstance(return_id, str) and return_id else None,
+        updated_at=updated if isinstance(updated, str) else None,
+        field=problem.field,
+        problem=problem.what,
+        fingerprint=fingerprint(row),
+    )
 
 
 def parent_fields(parent: Record) -> dict[str, Any]:

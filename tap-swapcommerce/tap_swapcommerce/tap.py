@@ -6,6 +6,7 @@ from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 
+from tap_swapcommerce.quarantine import IntegrationExceptionsStream
 from tap_swapcommerce.streams import (
     RefundsStream,
     RestocksStream,
@@ -68,11 +69,15 @@ class TapSwapCommerce(Tap):
     ).to_dict()
 
     def discover_streams(self) -> list[Stream]:
+        returns = ReturnsStream(self)
+        exceptions = IntegrationExceptionsStream(self)
+        returns.quarantine = exceptions  # what returns sets aside is written through it
         return [
-            ReturnsStream(self),
+            returns,
             ReturnItemsStream(self),
             RefundsStream(self),
             RestocksStream(self),
+            exceptions,
         ]
 
 

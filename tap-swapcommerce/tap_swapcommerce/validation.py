@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import fastjsonschema
 from jsonschema import Draft7Validator, FormatChecker
@@ -31,20 +31,12 @@ class RecordValidator:
         self.invalid_records = 0
         self.skipped_records = 0
 
-    def usable(self, row: Any) -> bool:
-        """False, with an error logged, for a row the sync cannot key or bookmark."""
+    def key_problem(self, row: Any) -> KeyProblem | None:
+        """What keeps the sync from keying or bookmarking this row, if anything."""
         problem = _key_problem(row)
-        if problem is None:
-            return True
-        self.skipped_records += 1
-        return_id = row.get("return_id") if isinstance(row, dict) else None
-        self._logger.error(
-            "Skipping a %s row (return_id=%s): %s. It cannot be bookmarked or keyed.",
-            self._stream,
-            return_id if isinstance(return_id, str) else "missing",
-            problem,
-        )
-        return False
+        if problem is not None:
+            self.skipped_records += 1
+        return problem
 
     def report(self, row: dict[str, Any]) -> bool:
         """True when the row matches the schema; otherwise log each violation and return False."""
@@ -69,14 +61,21 @@ class RecordValidator:
         return False
 
 
-def _key_problem(row: Any) -> str | None:
+class KeyProblem(NamedTuple):
+    """A field the sync relies on, and what is wrong with it (never its value)."""
+
+    field: str
+    what: str
+
+
+def _key_problem(row: Any) -> KeyProblem | None:
     if not isinstance(row, dict):
-        return f"expected an object, got {type(row).__name__}"
+        return KeyProblem("(record)", f"expected an object, got {type(row).__name__}")
     for key in REQUIRED_KEYS:
         if not isinstance(row.get(key), str) or not row[key]:
-            return f"'{key}' is missing or not a string"
+            return KeyProblem(key, "missing or not a string: the return cannot be keyed")
     if not _is_datetime(row["date_updated"]):
-        return "'date_updated' is not an ISO 8601 timestamp"
+        return KeyProblem("date_updated", "not an ISO 8601 timestamp: it cannot be bookmarked")
     return None
 
 
