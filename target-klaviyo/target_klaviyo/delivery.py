@@ -54,6 +54,8 @@ class Summary:
         self.accepted_by_stream: Counter[str] = Counter()
         self.deduplicated: Counter[str] = Counter()
         self.set_aside: Counter[str] = Counter()
+        #: Free-text strings whose lone surrogates were repaired to U+FFFD on input.
+        self.repaired_text = 0
         self._lock = threading.Lock()
 
     def add(self, outcomes: Iterable[Outcome]) -> None:
@@ -67,6 +69,10 @@ class Summary:
                     self.deduplicated[o.stream] += 1
                 else:
                     self.set_aside[o.reason or o.outcome] += 1
+
+    def add_repaired(self, count: int) -> None:
+        with self._lock:
+            self.repaired_text += count
 
     @property
     def total_set_aside(self) -> int:
@@ -86,6 +92,7 @@ class Summary:
             "accepted_by_stream": dict(self.accepted_by_stream),
             "deduplicated": dict(self.deduplicated),
             "set_aside_by_reason": dict(self.set_aside),
+            "repaired_text": self.repaired_text,
             "requests": dict(stats.requests),
             "retries": dict(stats.retries),
             "throttled_429": dict(stats.throttled),

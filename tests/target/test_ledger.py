@@ -286,6 +286,7 @@ def test_run_summary_counts_outcomes_retries_and_429s(klaviyo, config, ledger_pa
         "requests": {"events": 2, "catalog_variants": 1},
         "retries": {},
         "throttled_429": {},
+        "repaired_text": 0,
         "ledger_schema_version": head_revision(),
     }
 
