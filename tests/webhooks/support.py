@@ -195,7 +195,7 @@ def isolated_meltano(tmp: Path) -> Iterator[dict[str, str]]:
     """
     sys_dir = tmp / "meltano-sys"
     sys_dir.mkdir()
-    for kind in ("extractors", "loaders", "mappers"):
+    for kind in ("extractors", "loaders", "mappers", "utilities"):
         (sys_dir / kind).symlink_to(ROOT / ".meltano" / kind)
     source = sqlite3.connect(f"file:{ROOT / '.meltano' / 'meltano.db'}?mode=ro", uri=True)
     target = sqlite3.connect(sys_dir / "meltano.db")
