@@ -14,8 +14,10 @@ as it is. Its contract per source record:
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -37,6 +39,28 @@ from swap_transforms.values import check_native, iterate, locate_failure
 
 MAPPING_ERROR = "mapping_error"
 INVALID_OUTPUT = "invalid_output"
+OUT_OF_BOUNDS = "out_of_bounds"
+TOLERATED_MAPPING_ERROR = "tolerated_mapping_error"
+#: Reasons that say the mapping is wrong (decisions.md §1): the mapper withholds STATE after the
+#: first, so the bookmark stays and the records are read again once the mapping is fixed.
+HOLDING_REASONS = frozenset({MAPPING_ERROR, INVALID_OUTPUT})
+#: JSON Schema keywords whose violation says the data is out of bounds, not the mapping wrong:
+#: the record is set aside with the field named and the bookmark moves on.
+BOUNDS_KEYWORDS = frozenset(
+    {
+        "maxLength",
+        "minLength",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "pattern",
+        "format",
+        "maxItems",
+        "minItems",
+        "maxProperties",
+    }
+)
 MAX_DETAIL = 500
 
 Output = tuple[str, dict[str, Any]]
@@ -56,10 +80,18 @@ class MappingEngine:
     """Maps records of source streams to output records with one or more mapping files."""
 
     def __init__(
-        self, programs: Sequence[MappingProgram], clock: Callable[[], str] = utc_now
+        self,
+        programs: Sequence[MappingProgram],
+        clock: Callable[[], str] = utc_now,
+        tolerated_rules: Iterable[str] = (),
     ) -> None:
         self.programs = list(programs)
         self.clock = clock
+        self.tolerated = frozenset(tolerated_rules)
+        #: Failures that hold the bookmark, per (source stream, rule, reason): how many records.
+        self.held: Counter[tuple[str, str | None, str]] = Counter()
+        #: Where each failing rule is written (file:line), for the summary at the end of a run.
+        self.locations: dict[str | None, str] = {}
         self.outputs: dict[str, OutputStream] = {}
         self._streams: dict[str, list[StreamRules]] = {}
         problems: list[Problem] = []
@@ -77,6 +109,7 @@ class MappingEngine:
                         message = f"rule '{rule.name}' of stream '{stream}' is in another file too"
                         problems.append(Problem(program.file, None, "", message))
                 runs.append(rules)
+        problems.extend(self._tolerance_problems())
         if problems:
             raise MappingFileError(problems)
         # Per rule, where its outputs go, in emit order: (stream, quick check, validate).
@@ -91,12 +124,33 @@ class MappingEngine:
             for rule in rules.rules
         }
 
+    def _tolerance_problems(self) -> list[Problem]:
+        """A tolerated rule that no mapping has is a typo: refused, not silently ignored."""
+        names = {rule.name for runs in self._streams.values() for r in runs for rule in r.rules}
+        return [
+            Problem(
+                "tolerated_rules",
+                None,
+                "",
+                f"'{name}' is not a rule of the mapping"
+                + (f" (did you mean '{close[0]}'?)" if close else ""),
+            )
+            for name in sorted(self.tolerated - names)
+            for close in (difflib.get_close_matches(name, sorted(names), n=1),)
+        ]
+
+    @property
+    def holding(self) -> bool:
+        """True once a record failed in a way that must hold the bookmark (see HOLDING_REASONS)."""
+        return bool(self.held)
+
     @classmethod
     def from_files(
         cls,
         paths: Iterable[str],
         clock: Callable[[], str] = utc_now,
         contract: Contract | None = None,
+        tolerated_rules: Iterable[str] = (),
     ) -> MappingEngine:
         """Load every mapping file, reporting the problems of all of them together.
 
@@ -112,7 +166,7 @@ class MappingEngine:
                 problems.extend(error.problems)
         if problems:
             raise MappingFileError(problems)
-        return cls(programs, clock)
+        return cls(programs, clock, tolerated_rules)
 
     @property
     def source_streams(self) -> list[str]:
@@ -209,7 +263,7 @@ class _RecordRun:
         try:
             items = list(iterate(items_expression(self.scope)))
         except Exception as error:  # noqa: BLE001
-            self._exception(rule.name, MAPPING_ERROR, f"for_each: {describe(error)}")
+            self._exception(rule, MAPPING_ERROR, f"for_each: {describe(error)}")
             return
         for index, item in enumerate(items):
             self._run_item(rule, self.scope.child(binding, item), f"item {index}: ")
@@ -221,9 +275,12 @@ class _RecordRun:
                 return
             for record in produced:
                 check_native(record)
+        except RecursionError:
+            self._exception(rule, OUT_OF_BOUNDS, f"{where}an output is nested too deep")
+            return
         except Exception as error:  # noqa: BLE001
             failure = self._locate(rule, scope, error)
-            self._exception(rule.name, MAPPING_ERROR, where + describe(failure))
+            self._exception(rule, MAPPING_ERROR, where + describe(failure))
             return
         targets = self.engine._targets[id(rule)]
         for (stream, quick_check, validate), record in zip(targets, produced, strict=True):
@@ -237,7 +294,12 @@ class _RecordRun:
                 place = f"field '{field}'" if field else "record"
                 what = (error.message or "").removeprefix(name).strip()
                 detail = f"{where}output '{stream}' {place}: {what} ({error.rule})"
-                self._exception(rule.name, INVALID_OUTPUT, detail)
+                bounds = error.rule in BOUNDS_KEYWORDS
+                self._exception(rule, OUT_OF_BOUNDS if bounds else INVALID_OUTPUT, detail)
+                return
+            except RecursionError:
+                detail = f"{where}output '{stream}': nesting too deep"
+                self._exception(rule, OUT_OF_BOUNDS, detail)
                 return
         out = self.out
         for (stream, _, _), record in zip(targets, produced, strict=True):
@@ -261,14 +323,27 @@ class _RecordRun:
                 return EvaluationError(f"output '{emit.stream}', {failure.where}", failure.cause)
         return EvaluationError("rule", error)
 
-    def _exception(self, rule: str | None, reason: str, detail: str | None) -> None:
+    def _exception(self, rule: Rule | str | None, reason: str, detail: str | None) -> None:
+        """One exception record; a holding failure is counted (or tolerated, if so configured)."""
+        location = rule.location if isinstance(rule, Rule) else ""
+        if isinstance(rule, Rule):
+            rule = rule.name
         stream = self.rules.stream
+        engine = self.engine
+        if reason in HOLDING_REASONS and rule in engine.tolerated:
+            detail = f"{reason} (tolerated): {detail}"
+            reason = TOLERATED_MAPPING_ERROR
         exception_id = stable_hash(stream, self.key, rule, reason)
         if exception_id in self.reported:
             return  # one exception per rule and reason per record (items failing alike)
         self.reported.add(exception_id)
+        if reason in HOLDING_REASONS:
+            engine.held[(stream, rule, reason)] += 1
+            engine.locations.setdefault(rule, location)
         if detail is not None:
             detail = mask(detail, self.record, keep=self.key)
+            if location:
+                detail = f"{detail[: MAX_DETAIL - len(location) - 6]} (at {location})"
         updated_at = None
         if self.rules.updated_at is not None:
             try:

@@ -119,6 +119,15 @@ class SwapTransformsMapper(InlineMapper):
                 "copies of target-klaviyo's schemas shipped with the mapper."
             ),
         ),
+        th.Property(
+            "tolerated_rules",
+            th.ArrayType(th.StringType),
+            description=(
+                "Rules whose failures (mapping_error, invalid_output) are set aside as "
+                "tolerated_mapping_error and do not hold the bookmark. By default every rule "
+                "failure holds it: no STATE after the first, so the next run re-reads the records."
+            ),
+        ),
     ).to_dict()
 
     def __init__(
@@ -138,7 +147,12 @@ class SwapTransformsMapper(InlineMapper):
             message_writer=message_writer,
         )
         contract = Contract.load(self.config.get("contract_schemas"))
-        self.engine = MappingEngine.from_files(self.config["mapping_files"], contract=contract)
+        self.engine = MappingEngine.from_files(
+            self.config["mapping_files"],
+            contract=contract,
+            tolerated_rules=self.config.get("tolerated_rules") or (),
+        )
+        self._withheld_states = 0
         self._schemas_sent: set[str] = set()
         self._schemas_complete: set[str] = set()  # source streams whose outputs all had one
         self._dropped: set[str] = set()
@@ -184,7 +198,28 @@ class SwapTransformsMapper(InlineMapper):
 
     def process_endofpipe(self) -> None:
         self._flush()
+        self._log_held_failures()
         super().process_endofpipe()
+
+    def _log_held_failures(self) -> None:
+        """One line per failing rule: where it is written and how many records it failed on."""
+        engine = self.engine
+        for (stream, rule, reason), count in sorted(engine.held.items(), key=str):
+            where = engine.locations.get(rule) or "a check"
+            self.logger.error(
+                "%s: rule '%s' of stream '%s' failed on %d record(s) (%s); fix the mapping: "
+                "the next run re-reads them",
+                where,
+                rule,
+                stream,
+                count,
+                reason,
+            )
+        if engine.holding:
+            self.logger.error(
+                "Mapping errors held the bookmark: %d STATE message(s) withheld",
+                self._withheld_states,
+            )
 
     def _schema_messages(self, stream: str) -> list[Message]:
         messages: list[Message] = []
@@ -229,6 +264,20 @@ class SwapTransformsMapper(InlineMapper):
         return messages
 
     def map_state_message(self, message_dict: dict[str, Any]) -> Iterable[Message]:
+        """STATE passes through, unless a record has failed in a way that holds the bookmark.
+
+        After the first `mapping_error` or `invalid_output` no STATE reaches the target: the
+        bookmark stays where this run started, so once the mapping is fixed the next run reads
+        the failed records again (decisions.md §1). Every other record is still mapped and sent.
+        """
+        if self.engine.holding:
+            if not self._withheld_states:
+                self.logger.warning(
+                    "A rule failed (see the integration_exceptions records): STATE is withheld "
+                    "for the rest of this run, the bookmark stays where the run started"
+                )
+            self._withheld_states += 1
+            return []
         return [StateMessage(value=message_dict["value"])]
 
     def map_activate_version_message(self, message_dict: dict[str, Any]) -> Iterable[Message]:

@@ -103,6 +103,8 @@ class Rule:
     when: Expression | None
     emits: list[Emit]
     body: Expression
+    #: `file:line` of the rule, for exception details and logs (analysts jump there).
+    location: str = ""
 
 
 @dataclass
@@ -441,6 +443,7 @@ class _Loader:
             when=when,
             emits=emits,
             body=self.compiler.compile(body, site),
+            location=f"{self.doc.path}:{self.doc.line(site.path)}",
         )
 
     def _emits(self, raw: dict[str, Any], site: Site, known: frozenset[str]) -> list[Emit]:
