@@ -11,6 +11,9 @@ import pytest
 from emulators.klaviyo import KlaviyoEmulator
 from emulators.swap import SwapEmulator
 
+#: Fixtures from tests/support: ``postgres_url`` and ``postgres_db`` (a throwaway PostgreSQL).
+pytest_plugins = ["tests.support.postgres"]
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 

@@ -6,6 +6,12 @@ would overwrite a newer one's "last return" properties, so its properties are dr
 operations keep, per value, the last one (an append followed by an unappend of the same value
 cancels the append). A merged update either rides on an event of the same profile (so the
 suppression flag and the event arrive together) or goes to a bulk profile import job.
+
+List operations are sent only where they change something the ledger's mirror knows of: an
+``append`` of a value the profile already holds as appended is dropped (Klaviyo does not say
+that ``append`` skips a value present, and a duplicate would outlive one ``unappend``), and so is
+an ``unappend`` of a value already unappended. A value the mirror has no row for is unknown, and
+its operation is sent.
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ from typing import TYPE_CHECKING, Any
 from target_klaviyo.client import KlaviyoUnavailable, encode, error_entries
 from target_klaviyo.ledger import (
     ACCEPTED,
+    APPENDED,
     FAILED_PROFILE_IMPORT,
     REJECTED,
+    UNAPPENDED,
     ListChange,
     Outcome,
     as_utc,
+    list_key,
     profile_hash,
 )
 from target_klaviyo.masking import mask_identity
@@ -95,6 +104,18 @@ class MergedUpdate:
         self.properties.clear()
         self.unset.clear()
         return True
+
+    def drop_list_ops_already_applied(self, states: Mapping[tuple[str, str, str], str]) -> int:
+        """Forget list operations the mirror says Klaviyo already reflects; return how many."""
+        dropped = 0
+        for prop, ops in self.list_ops.items():
+            for value, op in list(ops.items()):
+                held = states.get(list_key(self.hash, prop, value))
+                if held == (APPENDED if op == "append" else UNAPPENDED):
+                    del ops[value]
+                    dropped += 1
+        self.list_ops = {prop: ops for prop, ops in self.list_ops.items() if ops}
+        return dropped
 
     def patch_properties(self) -> dict[str, Any]:
         patch: dict[str, Any] = {}
@@ -186,10 +207,18 @@ class PendingProfiles:
 
 
 def apply_ordering(delivery: Delivery, updates: list[MergedUpdate]) -> None:
-    """Drop properties older than what each profile already has (by the ledger)."""
-    newest = delivery.ledger.profile_as_of([u.hash for u in updates])
+    """Drop what each profile already has (by the ledger): older properties, list operations.
+
+    Properties older than the profile's newest applied update would overwrite newer ones; an
+    append of a value already appended would repeat it (see the module's docstring).
+    """
+    hashes = [u.hash for u in updates]
+    newest = delivery.ledger.profile_as_of(hashes)
+    with_lists = [u.hash for u in updates if u.list_ops]
+    states = delivery.ledger.list_states(with_lists) if with_lists else {}
     for update in updates:
         update.drop_properties_older_than(newest.get(update.hash))
+        update.drop_list_ops_already_applied(states)
 
 
 def remember_applied(delivery: Delivery, updates: list[MergedUpdate]) -> None:
