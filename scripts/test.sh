@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets everything up (scripts/setup.sh), then runs every check: ruff, mypy and the whole test suite.
+# Sets everything up (scripts/setup.sh), then runs every check: ruff, mypy, the mappings' YAML tests
+# and the whole test suite.
 # Extra arguments go to pytest (e.g. `bash scripts/test.sh tests/tap -x`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,4 +19,6 @@ export PATH="$PWD/.venv/bin:$PATH"
 ruff check .
 ruff format --check .
 mypy
+# The analysts' YAML tests of the mappings (transforms/*.tests.yml), as they run them.
+swap-transforms-test
 pytest "$@"

@@ -73,9 +73,10 @@ class Failure:
         place = self.file if self.line is None else f"{self.file}:{self.line}"
         head = f"FAIL {place}" + (f"  test '{self.test}'" if self.test else "")
         lines = [head, f"  {self.message}"]
-        if self.rule is not None or self.stream is not None:
-            rule = self.rule if self.rule is not None else "(a check)"
-            lines.append(f"  rule      {rule}" + (f" ({self.stream})" if self.stream else ""))
+        if self.rule is not None:
+            lines.append(f"  rule      {self.rule}" + (f" ({self.stream})" if self.stream else ""))
+        elif self.stream is not None:
+            lines.append(f"  output    {self.stream}")
         if self.field:
             lines.append(f"  field     {self.field}")
         if self.compared:
@@ -277,11 +278,12 @@ class FileRun:
         exceptions = self.file.engine.exception_streams
         normal = [item for item in produced if item.stream not in exceptions]
         rejected = [item for item in produced if item.stream in exceptions]
+        # Rejections first: an unexpected one usually explains a missing output.
+        self._expect_rejections(index, name, test, rejected)
         before = len(self.failures)
         used = self._expect_outputs(index, name, test, normal)
         missing = {failure.stream for failure in self.failures[before:]}
         self._expect_absent(index, name, test, normal)
-        self._expect_rejections(index, name, test, rejected)
         if test.get("complete"):
             # A stream with a missing output already shows its closest output: no repeat.
             for stream_name in set(test.get("outputs") or {}) - missing:
@@ -345,12 +347,26 @@ class FileRun:
             return len(differing & IDENTITY), len(differing)
 
         best = min(free, key=distance)
-        for mismatch in compare(expected, best.record):
+        mismatches = compare(expected, best.record)
+        if any(m.field in IDENTITY for m in mismatches):
+            # No output is this one with other values: say what was produced instead.
+            writers = ", ".join(self._rules_emitting(stream)) or "none"
+            wanted = {key: value for key, value in expected.items() if key in IDENTITY}
             self._fail(
                 path,
                 name,
-                f"expected '{stream}' output not produced; closest output differs in "
-                f"'{mismatch.field}'",
+                f"expected '{stream}' output not produced (rules that write it: {writers})",
+                stream=stream,
+                expected=wanted,
+                actual=[_identity(item.record) for item in free][:20],
+                compared=True,
+            )
+            return
+        for mismatch in mismatches:
+            self._fail(
+                path,
+                name,
+                f"expected '{stream}' output differs in '{mismatch.field}'",
                 rule=best.rule,
                 stream=stream,
                 field=mismatch.field,
@@ -400,7 +416,7 @@ class FileRun:
                     path,
                     name,
                     "expected rejection not produced",
-                    rule=expected.get("rule"),
+                    rule=expected.get("rule") or "(a check)",
                     field="reason",
                     expected=expected,
                     actual=actual,
@@ -417,7 +433,7 @@ class FileRun:
                 ("tests", index),
                 name,
                 "unexpected rejection (list it under rejected: if intended)",
-                rule=item.record.get("rule"),
+                rule=item.record.get("rule") or "(a check)",
                 stream=item.stream,
                 field="reason",
                 expected="(no rejection)",
