@@ -1,9 +1,11 @@
-"""Alerts: a short Slack-compatible JSON post when a run fails or newly sets records aside.
+"""Alerts: a short Slack-compatible JSON post when a run's outcome needs a person.
 
-The non-zero exit tells the scheduler; the alert tells a person, in the channel where the team
-already is. It counts records by reason and names the ledger run to look at, and carries no
-personal data and no key. Records set aside again on a rerun (the lookback re-reads recent
-returns) do not alert twice: only records set aside for the first time count.
+The outcome line tells the scheduler; the alert tells a person, in the channel where the team
+already is. It names the run's outcome (``target_klaviyo.outcomes``), the error's type and safe
+message, counts records by reason and names the ledger run to look at, and carries no personal
+data and no key. Nothing alerts twice for the same thing: records set aside again on a rerun
+(the lookback re-reads recent returns) do not count, and an outcome that repeats alerts once,
+then again when it changes or a day later (:func:`target_klaviyo.runlog.outcome_alert_due`).
 """
 
 from __future__ import annotations
@@ -18,11 +20,21 @@ logger = logging.getLogger(__name__)
 
 
 def alert_text(
-    status: str, run_id: str, new_by_reason: Mapping[str, int], error: str | None
+    status: str,
+    run_id: str,
+    new_by_reason: Mapping[str, int],
+    error: str | None,
+    *,
+    interrupted_found: int = 0,
 ) -> str:
     lines = [f"*Swap → Klaviyo: run {status}* (ledger run `{run_id}`)"]
     if error:
         lines.append(f"Error: {error}")
+    if interrupted_found:
+        lines.append(
+            f"{interrupted_found} earlier run(s) were found still `running` (killed before they "
+            "could finish) and are now marked `interrupted`."
+        )
     if new_by_reason:
         total = sum(new_by_reason.values())
         lines.append(f"{total} records newly set aside, not in Klaviyo:")
@@ -31,8 +43,11 @@ def alert_text(
     return "\n".join(lines)
 
 
-def should_alert(status: str, new_by_reason: Mapping[str, int]) -> bool:
-    return status != "succeeded" or bool(new_by_reason)
+def should_alert(
+    outcome_due: bool, new_by_reason: Mapping[str, int], interrupted_found: int = 0
+) -> bool:
+    """An outcome due to alert, records newly set aside, or runs found killed: each is news."""
+    return outcome_due or bool(new_by_reason) or interrupted_found > 0
 
 
 def post_alert(url: str, payload: Mapping[str, Any], *, timeout: float = 10.0) -> bool:

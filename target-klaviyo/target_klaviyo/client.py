@@ -3,25 +3,36 @@
 Every request goes through one :class:`RateLimits` shared by all sinks (the SDK drains sinks in
 parallel threads), paced per endpoint to Klaviyo's published burst and steady limits, so the
 target rarely meets a ``429``. When it does, every request to that endpoint waits the
-``Retry-After``. ``5xx``, timeouts and dropped connections are retried with exponential backoff;
-a request that keeps failing raises :class:`KlaviyoUnavailable`, and the caller records what was
+``Retry-After``, within the run's throttling deadline (``throttle_deadline_seconds``): a wait
+beyond what is left of it, or a 429 once it is spent, raises :class:`ThrottleDeadline` at once.
+``5xx``, timeouts and dropped connections are retried with exponential backoff (tenacity); a
+request that keeps failing raises :class:`KlaviyoUnavailable`, and the caller records what was
 already confirmed before letting the run fail.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 import msgspec
 from pyrate_limiter import InMemoryBucket, Limiter, Rate, SingleBucketFactory
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
 from target_klaviyo.dryrun import DryRunWriter
 
@@ -93,6 +104,57 @@ class KlaviyoAuthError(Exception):
 
 class KlaviyoUnavailable(Exception):  # noqa: N818 - names the condition a person must act on
     """Klaviyo kept failing (5xx, timeouts, dropped connections) after every retry."""
+
+
+class ThrottleDeadline(KlaviyoUnavailable):
+    """Klaviyo throttled past the run's throttling deadline, or asked for a longer wait.
+
+    Raised at once, without waiting: the run ends with outcome ``throttle_deadline``, keeping
+    what was delivered and moving no bookmark past what was not. It names the endpoint and the
+    wait Klaviyo asked for, which is what a person needs to tell a burst from a daily limit.
+    """
+
+    def __init__(self, endpoint: str, asked: float, left: float, deadline: float) -> None:
+        self.endpoint = endpoint
+        self.asked = asked
+        spec = ENDPOINTS[endpoint]
+        super().__init__(
+            f"Klaviyo throttled {endpoint} ({spec.method} {spec.path}) and asked to wait "
+            f"{asked:.0f} s (Retry-After); {max(left, 0.0):.0f} s were left of this run's "
+            f"{deadline:.0f} s throttling deadline (throttle_deadline_seconds): stopping "
+            "without moving the bookmark past what was not delivered"
+        )
+
+
+class _Transient(Exception):  # noqa: N818 - an internal signal to retry, never shown as is
+    """A 5xx, a timeout or a dropped connection: worth another try after a pause."""
+
+
+class ThrottleBudget:
+    """Wall-clock time one run may spend waiting on Klaviyo's 429s, shared by every thread.
+
+    Overlapping waits (several threads throttled at once) count once. A run that is only
+    occasionally throttled never reaches it however long it runs; one that Klaviyo keeps
+    throttling, or asks to wait hours, ends within it.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.used = 0.0
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def take(self, wait: float) -> float | None:
+        """Reserve ``wait`` seconds from now; None if granted, else the seconds that were left."""
+        with self._lock:
+            now = time.monotonic()
+            added = max(0.0, now + wait - max(now, self._until))
+            left = self.seconds - self.used
+            if left <= 0 or added > left:
+                return left
+            self.used += added
+            self._until = max(self._until, now + wait)
+            return None
 
 
 class RateLimits:
@@ -174,6 +236,7 @@ class KlaviyoClient:
         timeout: float = 30.0,
         max_tries: int = 6,
         backoff_base: float = 1.0,
+        throttle_deadline: float = 300.0,
         dry_run: DryRunWriter | None = None,
     ) -> None:
         self._http = httpx.Client(
@@ -192,6 +255,7 @@ class KlaviyoClient:
         self.stats = stats
         self._max_tries = max_tries
         self._backoff_base = backoff_base
+        self.throttle_budget = ThrottleBudget(throttle_deadline)
         self._dry_run = dry_run
 
     @classmethod
@@ -207,6 +271,7 @@ class KlaviyoClient:
             stats=stats,
             timeout=float(config.get("request_timeout", 30)),
             max_tries=int(config.get("max_retries", 5)) + 1,
+            throttle_deadline=float(config.get("throttle_deadline_seconds", 300)),
             dry_run=dry_run,
         )
 
@@ -232,45 +297,80 @@ class KlaviyoClient:
         if self._dry_run is not None and endpoint.method != "GET":
             self._dry_run.write(endpoint.method, path, content)
             return httpx.Response(202, request=httpx.Request(endpoint.method, path))
-        attempt = 0
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Transient),
+            stop=stop_after_attempt(self._max_tries),
+            wait=wait_exponential(multiplier=self._backoff_base, max=60)
+            + wait_random(0, self._backoff_base / 4),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            response: httpx.Response = retrying(
+                self._until_not_throttled, endpoint_name, path, content, params
+            )
+        except _Transient as exc:
+            msg = (
+                f"Klaviyo {endpoint.method} {endpoint.path} failed {self._max_tries} times "
+                f"(last: {exc}); stopping without moving the bookmark past it"
+            )
+            raise KlaviyoUnavailable(msg) from None
+        return response
+
+    def _until_not_throttled(
+        self,
+        endpoint_name: str,
+        path: str,
+        content: bytes | None,
+        params: Mapping[str, str] | None,
+    ) -> httpx.Response:
+        """One attempt, repeated while Klaviyo answers 429 and the throttling deadline allows.
+
+        A 429 is an attempt like any other, but its bound is time, not a count: the run's
+        :class:`ThrottleBudget`. A ``Retry-After`` longer than what is left of it (a daily limit
+        asks for hours), or a 429 once it is spent, raises :class:`ThrottleDeadline` at once,
+        instead of holding the ledger lock every later run waits on.
+        """
+        endpoint = ENDPOINTS[endpoint_name]
         while True:
-            attempt += 1
             self._limits.acquire(endpoint_name)
             self.stats.count(self.stats.requests, endpoint_name)
             try:
                 response = self._http.request(endpoint.method, path, content=content, params=params)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
-                failure = type(exc).__name__
-            else:
-                if response.status_code == 429:
-                    wait = _retry_after(response)
-                    self.stats.count(self.stats.throttled, endpoint_name)
-                    self._limits.close_for(endpoint_name, wait)
-                    logger.warning("Klaviyo throttled %s; waiting %.1f s", endpoint_name, wait)
-                    attempt -= 1  # a throttle is Klaviyo pacing us, not a failure
-                    continue
-                if response.status_code in (401, 403):
-                    raise KlaviyoAuthError(_auth_message(response.status_code))
-                if response.status_code < 500:
-                    return response
-                failure = f"HTTP {response.status_code}"
-            if attempt >= self._max_tries:
-                msg = (
-                    f"Klaviyo {endpoint.method} {endpoint.path} failed {attempt} times "
-                    f"(last: {failure}); stopping without moving the bookmark past it"
-                )
-                raise KlaviyoUnavailable(msg)
-            wait = self._backoff_base * 2 ** (attempt - 1) * random.uniform(1.0, 1.25)
-            self.stats.count(self.stats.retries, endpoint_name)
-            logger.warning(
-                "Klaviyo %s failed (%s); retry %d of %d in %.1f s",
-                endpoint_name,
-                failure,
-                attempt,
-                self._max_tries - 1,
-                wait,
-            )
-            time.sleep(wait)
+                raise _Transient(type(exc).__name__) from None
+            if response.status_code == 429:
+                self._throttled(endpoint_name, _retry_after(response))
+                continue
+            if response.status_code in (401, 403):
+                raise KlaviyoAuthError(_auth_message(response.status_code))
+            if response.status_code >= 500:
+                raise _Transient(f"HTTP {response.status_code}")
+            return response
+
+    def _throttled(self, endpoint_name: str, wait: float) -> None:
+        """Wait out a 429 on every thread (the endpoint's gate), within the deadline."""
+        self.stats.count(self.stats.throttled, endpoint_name)
+        left = self.throttle_budget.take(wait)
+        if left is not None:
+            raise ThrottleDeadline(endpoint_name, wait, left, self.throttle_budget.seconds)
+        self._limits.close_for(endpoint_name, wait)
+        logger.warning("Klaviyo throttled %s; waiting %.1f s", endpoint_name, wait)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        """Count and log a retry of a 5xx, a timeout or a dropped connection."""
+        endpoint_name = str(state.args[0])
+        failure = state.outcome.exception() if state.outcome else None
+        pause = state.next_action.sleep if state.next_action else 0.0
+        self.stats.count(self.stats.retries, endpoint_name)
+        logger.warning(
+            "Klaviyo %s failed (%s); retry %d of %d in %.1f s",
+            endpoint_name,
+            failure,
+            state.attempt_number,
+            self._max_tries - 1,
+            pause,
+        )
 
     def pages(
         self,
@@ -335,10 +435,19 @@ def _auth_message(status: int) -> str:
 
 
 def _retry_after(response: httpx.Response) -> float:
+    """Seconds Klaviyo asks to wait: ``Retry-After`` in seconds or as an HTTP date; 1 if none."""
+    value = response.headers.get("Retry-After", "1").strip()
     try:
-        return max(float(response.headers.get("Retry-After", "1")), 0.0)
+        return max(float(value), 0.0)
     except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return 1.0
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return max((moment - datetime.now(timezone.utc)).total_seconds(), 0.0)
 
 
 def error_entries(response: httpx.Response) -> list[dict[str, Any]]:

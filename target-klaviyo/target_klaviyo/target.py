@@ -247,6 +247,8 @@ class TargetKlaviyo(Target):
         self.threshold_exceeded: str | None = None
         #: This run's outcome once decided (``target_klaviyo.outcomes``); set by :meth:`finish`.
         self.outcome: str | None = None
+        #: Why it did not succeed: the error's type and a safe message, or the held records.
+        self.error: str | None = None
         self.interrupted_found = 0
         self._finishing = False
         self._summary: dict[str, Any] = {}
@@ -404,6 +406,7 @@ class TargetKlaviyo(Target):
             return self._summary
         self._finishing = True
         self.outcome = status
+        self.error = error
         self.delivery.background.close()
         summary = self.delivery.summary.as_dict(self.stats)
         summary["ledger_schema_version"] = self.ledger_schema_version
@@ -413,7 +416,7 @@ class TargetKlaviyo(Target):
         except Exception as exc:  # noqa: BLE001 - the outcome line must still be written
             self.logger.error("Could not record the run's outcome: %s", safe_error(exc))
         self.ledger.release_run()
-        self._log_summary(status, summary, error)
+        self._log_summary(status, summary)
         self._alert(status, error)
         self.delivery.client.close()
         if self.dry_run_writer is not None:
@@ -442,13 +445,9 @@ class TargetKlaviyo(Target):
             )
             post_alert(url, {"text": text})
 
-    def _log_summary(
-        self, status: str, summary: Mapping[str, Any], error: str | None = None
-    ) -> None:
+    def _log_summary(self, status: str, summary: Mapping[str, Any]) -> None:
         log = self.logger.info if status == SUCCEEDED else self.logger.error
         log("Run %s (%s); ledger run id %s", status, self.name, self.ledger.run_id)
-        if error:
-            log("  why: %s", error)
         for metric, count in sorted(summary["accepted_by_metric"].items()):
             log("  accepted  %-24s %d", metric, count)
         for stream, count in sorted(summary["accepted_by_stream"].items()):
@@ -522,9 +521,9 @@ class TargetKlaviyo(Target):
             target.listen(file_input)
         except BaseException as exc:  # noqa: BLE001 - every ending has an outcome
             return target.fail(exc)
-        if target.threshold_exceeded is not None:
+        if target.error is not None:
             target.logger.error(
-                "Failing the run: %s (see `klaviyo-ops dead-letters`)", target.threshold_exceeded
+                "Failing the run: %s (see `klaviyo-ops dead-letters`)", target.error
             )
         return target.outcome or SUCCEEDED
 

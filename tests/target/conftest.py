@@ -27,7 +27,8 @@ import pytest
 
 from emulators.http import Request
 from emulators.klaviyo import KlaviyoEmulator
-from target_klaviyo.client import ENDPOINTS, KlaviyoAuthError, KlaviyoUnavailable
+from target_klaviyo.client import ENDPOINTS
+from target_klaviyo.outcomes import CRASHED
 from target_klaviyo.target import TargetKlaviyo
 
 KEY = "pk_test_4f1c9e2b7a6d5c3e8f0a1b2c"
@@ -163,9 +164,10 @@ class Run:
 def run_target(config: dict[str, Any], text: str, *, max_record_age_minutes: float | None = None):
     """Run the target in-process on ``text`` as ``target-klaviyo`` would, and clean it up.
 
-    As :meth:`TargetKlaviyo.invoke` does, a run stopped by Klaviyo (auth, unavailable) is
-    finished as failed, so that its summary reaches the ledger. ``max_record_age_minutes`` sets
-    the SDK's periodic drain (which emits STATE) much shorter than its 5 minutes.
+    As :meth:`TargetKlaviyo.invoke` does, a run stopped by any exception is finished with that
+    exception's outcome (``target.outcome``), so that it and the summary reach the ledger.
+    ``max_record_age_minutes`` sets the SDK's periodic drain (which emits STATE) much shorter
+    than its 5 minutes.
     """
     target = TargetKlaviyo(config=config)
     if max_record_age_minutes is not None:
@@ -175,12 +177,10 @@ def run_target(config: dict[str, Any], text: str, *, max_record_age_minutes: flo
     try:
         with contextlib.redirect_stdout(stdout):
             target.listen(io.StringIO(text))
-    except (KlaviyoAuthError, KlaviyoUnavailable) as exc:
-        run.error = exc
-        run.summary = target.finish("failed")
     except Exception as exc:  # noqa: BLE001 - the test decides what was expected
         run.error = exc
-        target.delivery.client.close()
+        target.fail(exc)
+        run.summary = target.finish(CRASHED)  # the summary recorded (the outcome stands)
     finally:
         target.ledger.close()
     run.stdout = stdout.getvalue()

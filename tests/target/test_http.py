@@ -104,7 +104,8 @@ def test_wrong_api_key_stops_with_one_line_naming_the_setting(
         assert secret.encode() not in ledger_path.read_bytes()
     # The target stopped at the first refusal instead of trying every batch.
     assert len(klaviyo.requests()) == 1
-    assert [r["status"] for r in ledger_rows(ledger_path, "runs")] == ["failed"]
+    assert [r["status"] for r in ledger_rows(ledger_path, "runs")] == ["auth_failed"]
+    assert result.stderr.rstrip().splitlines()[-1].endswith("run outcome: auth_failed")
 
 
 def test_wrong_api_key_in_process_raises_a_clear_error(config, ledger_path, caplog):

@@ -172,4 +172,4 @@ def test_killed_mid_run_then_rerun_delivers_everything_once(tmp_path, executable
     assert len(accepted_rows) == EVENT_COUNT
     assert accepted_rows.most_common(1)[0][1] == 1
     runs = [r["status"] for r in ledger_rows(ledger_path, "runs")]
-    assert runs == ["running", "succeeded"], "the killed run never finished"
+    assert runs == ["interrupted", "succeeded"], "the killed run is marked by the next one"

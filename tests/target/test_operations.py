@@ -187,7 +187,7 @@ def test_a_failed_run_alerts_with_its_error(
     result = run_cli({**config, "alert_webhook_url": hook.url}, singer([event("e-1")]), tmp_path)
     assert result.returncode == 1
     assert len(hook.posts) == 1
-    assert "run failed" in hook.posts[0]["text"]
+    assert "run throttle_deadline" in hook.posts[0]["text"]
     assert "HTTP 503" in hook.posts[0]["text"]
 
 
