@@ -15,6 +15,16 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
         echo "note: Chromium not installed and not root; the browser test of the report will skip" >&2
     fi
 fi
+# The ledger's tests also run on PostgreSQL: Debian's server, started by the tests themselves as
+# the non-root `postgres` user on a free loopback port (tests/support/postgres.py).
+if ! ls /usr/lib/postgresql/*/bin/initdb > /dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+        apt-get update -qq > /dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql > /dev/null
+    else
+        echo "note: PostgreSQL not installed and not root; the ledger's PostgreSQL tests will skip" >&2
+    fi
+fi
 export PATH="$PWD/.venv/bin:$PATH"
 ruff check .
 ruff format --check .
