@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -204,7 +205,8 @@ class Ledger:
         self._file_lock: FileLock | None = None
         self._lock_connection: sa.Connection | None = None
         _prepare_sqlite_file(url)
-        self.engine: Engine = sa.create_engine(url, future=True)
+        # hide_parameters: a database error must not print set-aside payloads (personal data).
+        self.engine: Engine = sa.create_engine(url, future=True, hide_parameters=True)
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -300,15 +302,20 @@ class Ledger:
             query = sa.text(f"SELECT pg_try_advisory_lock(hashtext({_LOCK_KEY_SQL}))")
             while not self._lock_connection.execute(query).scalar():
                 if time.monotonic() > deadline:
+                    self._lock_connection.close()
+                    self._lock_connection = None
                     return False
-                time.sleep(1)
+                time.sleep(min(1.0, max(timeout, 0.05)))
         return True
 
     def release_run(self) -> None:
         if self._file_lock is not None and self._file_lock.is_locked:
             self._file_lock.release()
         if self._lock_connection is not None:
-            self._lock_connection.close()  # the advisory lock ends with its session
+            # Closing gives the session back to the pool, still holding the lock: unlock first.
+            unlock = sa.text(f"SELECT pg_advisory_unlock(hashtext({_LOCK_KEY_SQL}))")
+            self._lock_connection.execute(unlock)
+            self._lock_connection.close()
             self._lock_connection = None
 
     # -- outcomes ------------------------------------------------------------------------------
@@ -317,31 +324,38 @@ class Ledger:
         if self.read_only:
             return
         now = utcnow()
-        rows = [
-            {
-                "run_id": self.run_id,
-                "stream": o.stream,
-                "record_key": o.record_key[:255],
-                "outcome": o.outcome,
-                "reason": o.reason,
-                "detail": o.detail,
-                "metric": o.metric,
-                "source_id": o.source_id,
-                "profile_hash": o.profile_hash,
-                "source_time": o.source_time,
-                "event_time": o.event_time,
-                "recorded_at": now,
-                # Payloads (personal data) are kept only where a person may need to replay them.
-                "payload": None
-                if o.outcome in (ACCEPTED, DEDUPLICATED) or o.payload is None
-                else to_json(o.payload),
-            }
-            for o in outcomes
-        ]
+        rows = [self._row(o, now) for o in outcomes]
         if not rows:
             return
         with self._lock, self.engine.begin() as conn:
             conn.execute(deliveries.insert(), rows)
+
+    def _row(self, o: Outcome, now: datetime) -> dict[str, Any]:
+        """One outcome as a row every database stores: bounded, without NUL or lone surrogates.
+
+        The values come from the input (a set-aside record may hold anything). Postgres refuses
+        a NUL in text and a string longer than its column with ``DataError``, and a lone
+        surrogate cannot be encoded at all; raised after Klaviyo accepted the records, that
+        would stop every run on the same input. So each text is made storable here.
+        """
+        return {
+            "run_id": self.run_id,
+            "stream": storable(o.stream, 64) or "(unknown)",
+            "record_key": storable(o.record_key, 255) or "(missing)",
+            "outcome": storable(o.outcome, 32),
+            "reason": storable(o.reason, 128),
+            "detail": storable(o.detail),
+            "metric": storable(o.metric, 128),
+            "source_id": storable(o.source_id, 255),
+            "profile_hash": storable(o.profile_hash, 64),
+            "source_time": o.source_time,
+            "event_time": o.event_time,
+            "recorded_at": now,
+            # Payloads (personal data) are kept only where a person may need to replay them.
+            "payload": None
+            if o.outcome in (ACCEPTED, DEDUPLICATED) or o.payload is None
+            else _payload_text(o.payload),
+        }
 
     def already_accepted(
         self, stream: str, keys: Sequence[str]
@@ -684,6 +698,28 @@ def _refuse_unknown(revision: str | None) -> None:
 def list_key(profile: str, property_name: str, value: Any) -> tuple[str, str, str]:
     """How the list mirror keys a value: its columns' lengths, the value as text."""
     return (profile, property_name[:128], str(value)[:255])
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(value: Any, limit: int | None = None) -> str | None:
+    """``value`` as text any database stores (None stays None).
+
+    NUL and lone surrogates become U+FFFD; at most ``limit`` characters are kept.
+    """
+    if value is None:
+        return None
+    text = _UNSTORABLE.sub("\ufffd", value if isinstance(value, str) else str(value))
+    return text if limit is None else text[:limit]
+
+
+def _payload_text(payload: Mapping[str, Any]) -> str:
+    """The payload as JSON (which escapes NUL and surrogates), or a note of why it is not kept."""
+    try:
+        return to_json(payload)
+    except (TypeError, ValueError, RecursionError) as error:
+        return to_json({"payload_not_kept": type(error).__name__})
 
 
 def chunked(items: list[str], size: int) -> Iterator[list[str]]:

@@ -8,6 +8,7 @@ import stat
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +34,16 @@ from tests.target.conftest import (
 T1 = "2026-02-01T10:00:00+00:00"
 
 
-def test_every_outcome_is_recorded_with_its_reason(klaviyo, config, ledger_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_at(request, config, ledger_path):
+    """Where this test's runs keep their ledger: its SQLite file, or a PostgreSQL database URL."""
+    if request.param == "sqlite":
+        return ledger_path
+    config["ledger_url"] = request.getfixturevalue("postgres_db")
+    return config["ledger_url"]
+
+
+def test_every_outcome_is_recorded_with_its_reason(klaviyo, config, ledger_at):
     klaviyo.add_variants(["A"], inventory=1)
     records = [
         event("ok-1", "ana@example.com", metric="Return Started"),
@@ -68,7 +78,7 @@ def test_every_outcome_is_recorded_with_its_reason(klaviyo, config, ledger_path)
     run = run_target(config, singer(records))
     assert run.error is None
 
-    rows = ledger_rows(ledger_path)
+    rows = ledger_rows(ledger_at)
     got = sorted((r["stream"], r["record_key"], r["outcome"], r["reason"]) for r in rows)
     assert got == sorted(
         [
@@ -211,18 +221,20 @@ def test_ledger_file_is_private(klaviyo, config, ledger_path):
     assert stat.S_IMODE(ledger_path.stat().st_mode) == 0o600
 
 
-def test_retention_clears_old_payloads_and_keeps_recent_ones(klaviyo, config, ledger_path):
+def test_retention_clears_old_payloads_and_keeps_recent_ones(klaviyo, config, ledger_at):
     records = [event("old", "not-an-email"), event("new", "also-not-an-email")]
     assert run_target(config, singer(records)).error is None
-    long_ago = (datetime.now(timezone.utc) - timedelta(days=40)).strftime("%Y-%m-%d %H:%M:%S")
-    ledger_execute(
-        ledger_path, "UPDATE deliveries SET recorded_at = ? WHERE record_key = 'old'", long_ago
-    )
+    long_ago = datetime.now(timezone.utc) - timedelta(days=40)
+    # SQLite keeps times as text in SQLAlchemy's format; PostgreSQL takes the datetime.
+    when = long_ago if isinstance(ledger_at, str) else long_ago.strftime("%Y-%m-%d %H:%M:%S")
+    sql = "UPDATE deliveries SET recorded_at = ? WHERE record_key = 'old'"
+    ledger_execute(ledger_at, sql, when)
     assert run_target({**config, "retention_days": 30}, singer([])).error is None
-    payloads = {r["record_key"]: r["payload"] for r in ledger_rows(ledger_path)}
+    payloads = {r["record_key"]: r["payload"] for r in ledger_rows(ledger_at)}
     assert payloads["old"] is None
     assert json.loads(payloads["new"])["unique_id"] == "new"
-    assert b"not-an-email" not in ledger_path.read_bytes().replace(b"also-not-an-email", b"")
+    if isinstance(ledger_at, Path):
+        assert b"not-an-email" not in ledger_at.read_bytes().replace(b"also-not-an-email", b"")
 
 
 class Lines(logging.Handler):
@@ -249,7 +261,7 @@ def logged() -> Iterator[Lines]:
         logger.setLevel(level)
 
 
-def test_run_summary_counts_outcomes_retries_and_429s(klaviyo, config, ledger_path, logged):
+def test_run_summary_counts_outcomes_retries_and_429s(klaviyo, config, ledger_at, logged):
     klaviyo.faults.add(kind="status", status=429, path="event-bulk-create", retry_after=1, count=1)
     klaviyo.faults.add(kind="status", status=503, path="catalog-variants", count=1)
     klaviyo.add_variants(["A"], inventory=0)
@@ -265,7 +277,7 @@ def test_run_summary_counts_outcomes_retries_and_429s(klaviyo, config, ledger_pa
     ]
     run = run_target(config, singer(records))
     assert run.error is None
-    runs = ledger_rows(ledger_path, "runs")
+    runs = sorted(ledger_rows(ledger_at, "runs"), key=lambda r: r["started_at"])
     assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
     first_summary, summary = (json.loads(r["summary"]) for r in runs)
     assert first_summary["throttled_429"] == {"events": 1}
