@@ -18,10 +18,11 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from swap_webhooks.guard import CLOSE_AFTER, check_media_type, read_body
 from swap_webhooks.runner import Runner, describe_command
 from swap_webhooks.settings import Settings
 from swap_webhooks.store import DeliveryStore
@@ -30,10 +31,6 @@ from swap_webhooks.verify import Reason, Refused, verify_delivery
 logger = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/webhooks/swap"
-
-
-class _TooLargeError(Exception):
-    """The body is over ``max_body_bytes``."""
 
 
 class Receiver:
@@ -71,13 +68,19 @@ class Receiver:
         received_at = time.time()
         start = time.perf_counter()
         store, runner = self._parts()
+        settings = self.settings
         try:
-            body = await self._body(request)
-            delivery = verify_delivery(
-                body, self.settings.webhook_secret.reveal(), self.settings.store_id
+            check_media_type(request)
+            body = await read_body(
+                request, limit=settings.max_body_bytes, timeout=settings.body_timeout_seconds
             )
-        except _TooLargeError:
-            return await self._refuse(Reason.TOO_LARGE)
+            delivery = verify_delivery(
+                body,
+                settings.webhook_secret.reveal(),
+                settings.store_id,
+                max_age_seconds=settings.max_token_age_seconds,
+                now=received_at,
+            )
         except Refused as refused:
             return await self._refuse(refused.reason)
         new = await run_in_threadpool(store.add, delivery, received_at)
@@ -136,32 +139,12 @@ class Receiver:
         assert self.runner is not None, "lifespan not started"
         return self.store, self.runner
 
-    async def _body(self, request: Request) -> bytes:
-        """The body, refused as soon as it exceeds ``max_body_bytes`` (announced or streamed)."""
-        limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                raise Refused(Reason.MALFORMED)
-            if int(declared) > limit:
-                raise _TooLargeError
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise _TooLargeError
-                chunks.append(chunk)
-        except ClientDisconnect:
-            raise Refused(Reason.MALFORMED) from None
-        return b"".join(chunks)
-
     async def _refuse(self, reason: Reason) -> Response:
         store, _ = self._parts()
         await run_in_threadpool(store.count_refusal, reason)
         logger.info("refused a delivery: %s", reason.key)
-        return JSONResponse({"error": reason.phrase}, status_code=reason.status)
+        headers = {"connection": "close"} if reason in CLOSE_AFTER else None
+        return JSONResponse({"error": reason.phrase}, status_code=reason.status, headers=headers)
 
 
 def create_app(settings: Settings, *, env: Mapping[str, str] | None = None) -> Starlette:

@@ -18,6 +18,7 @@ import uvicorn
 
 from swap_webhooks.app import create_app
 from swap_webhooks.runner import check_command
+from swap_webhooks.server import server_config
 from swap_webhooks.settings import SettingsError, load_settings
 
 #: HS256 keys shorter than the hash (RFC 7518, 3.2) are weak.
@@ -58,15 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             "webhook_secret is shorter than %d bytes: ask Swap for a longer one", MIN_SECRET_BYTES
         )
     warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=args.log_level,
-        log_config=None,
-        server_header=False,
-        lifespan="on",
-    )
+    config = server_config(create_app(settings), settings, log_level=args.log_level)
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1

@@ -77,6 +77,17 @@ class Settings:
     run_timeout_seconds: float = 1800.0
     #: Handled deliveries older than this are deleted (their latencies with them).
     retention_days: float = 30.0
+    #: A token issued longer ago than this (plus 10 s of leeway) is refused, whatever its ``exp``.
+    max_token_age_seconds: float = 300.0
+    #: A connection that has not sent a request's headers within this long is closed.
+    header_timeout_seconds: float = 5.0
+    #: A request whose body has not arrived within this long after its headers is refused (408).
+    body_timeout_seconds: float = 10.0
+    #: An idle keep-alive connection is closed after this long.
+    keep_alive_seconds: float = 5.0
+    #: Open connections beyond this are closed at once (503): slow clients cannot take every
+    #: file descriptor. Lowered at start-up to what the open-file limit allows.
+    max_connections: int = 256
 
     def __post_init__(self) -> None:
         if not self.webhook_secret:
@@ -94,8 +105,22 @@ class Settings:
                 raise SettingsError(f"{name} must not be negative")
         if self.run_timeout_seconds <= 0:
             raise SettingsError("run_timeout_seconds must be positive")
+        self._check_request_limits()
         if not self.state_db.is_absolute():
             object.__setattr__(self, "state_db", self.project_dir / self.state_db)
+
+    def _check_request_limits(self) -> None:
+        """The hardening limits: a zero timeout or cap would refuse every delivery."""
+        for name in (
+            "max_token_age_seconds",
+            "header_timeout_seconds",
+            "body_timeout_seconds",
+            "keep_alive_seconds",
+        ):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive")
+        if self.max_connections < 1:
+            raise SettingsError("max_connections must be at least 1")
 
     @property
     def secret_looks_right(self) -> bool:
@@ -158,7 +183,7 @@ def _coerce(name: str, value: Any) -> Any:
             return Path(value).expanduser()
         if name == "run_command":
             return _command(value)
-        if name in ("port", "max_body_bytes"):
+        if name in ("port", "max_body_bytes", "max_connections"):
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
             return int(value)

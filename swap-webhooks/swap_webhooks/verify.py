@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,9 @@ import jwt
 ALGORITHM = "HS256"
 #: Clock skew tolerated between Swap and us on ``exp`` and ``iat``.
 LEEWAY_SECONDS = 10
+#: Swap's tokens live 300 s: one issued longer ago than that (plus the leeway) is a replay or a
+#: forgery with a long ``exp``, however far away its ``exp`` says it expires.
+MAX_TOKEN_AGE_SECONDS = 300.0
 REQUIRED_CLAIMS = ("exp", "iat", "nonce", "return_id", "store_id", "event")
 MAX_ID_LENGTH = 255
 
@@ -33,6 +37,11 @@ class Reason(enum.Enum):
     EXPIRED = "expired"
     WRONG_STORE = "wrong_store"
     TOO_LARGE = "too_large"
+    TOO_OLD = "too_old"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    TOO_DEEP = "too_deep"
+    TOO_SLOW = "too_slow"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
 
     @property
     def status(self) -> int:
@@ -54,6 +63,11 @@ _STATUS = {
     Reason.EXPIRED: (401, "unauthorized"),
     Reason.WRONG_STORE: (403, "forbidden"),
     Reason.TOO_LARGE: (413, "payload too large"),
+    Reason.TOO_OLD: (401, "unauthorized"),
+    Reason.UNSUPPORTED_MEDIA_TYPE: (415, "unsupported media type"),
+    Reason.TOO_DEEP: (400, "bad request"),
+    Reason.TOO_SLOW: (408, "request timeout"),
+    Reason.TOO_MANY_CONNECTIONS: (503, "service unavailable"),
 }
 
 
@@ -78,22 +92,44 @@ class Delivery:
     expires_at: float
 
 
-def verify_delivery(body: bytes, secret: str, store_id: str) -> Delivery:
+def verify_delivery(
+    body: bytes,
+    secret: str,
+    store_id: str,
+    *,
+    max_age_seconds: float = MAX_TOKEN_AGE_SECONDS,
+    now: float | None = None,
+) -> Delivery:
     """The delivery ``body`` carries, if it is well formed, for ``store_id`` and signed by Swap.
 
     Checks run from the cheapest to the one needing the secret: shape (400), then store (403: a
     delivery for another store is signed with that store's secret, so checking the signature
-    first would hide a misrouted webhook behind a 401), then signature and expiry (401).
+    first would hide a misrouted webhook behind a 401), then signature, expiry and age (401).
+    A body nested deeper than Python's parser goes is refused as ``too_deep`` (400), never a 500.
 
     Raises:
         Refused: with the reason the delivery cannot be accepted.
     """
+    try:
+        claims = _verified(body, secret, store_id)
+    except RecursionError:
+        raise Refused(Reason.TOO_DEEP) from None
+    age = (time.time() if now is None else now) - claims.issued_at
+    if age > max_age_seconds + LEEWAY_SECONDS:
+        raise Refused(Reason.TOO_OLD)
+    return claims
+
+
+def _verified(body: bytes, secret: str, store_id: str) -> Delivery:
+    """The checks up to the signature: may raise RecursionError on a body nested too deep."""
     token, payload = _token(body)
     try:
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
-    except jwt.InvalidTokenError:
-        raise Refused(Reason.MALFORMED) from None
+    except jwt.InvalidTokenError as error:
+        # PyJWT wraps its parser's RecursionError: a header or claims nested too deep.
+        too_deep = isinstance(error.__cause__, RecursionError)
+        raise Refused(Reason.TOO_DEEP if too_deep else Reason.MALFORMED) from None
     if header.get("alg") != ALGORITHM:
         # ``none`` or an algorithm we did not agree on: a forgery, not a malformed body.
         raise Refused(Reason.BAD_SIGNATURE)

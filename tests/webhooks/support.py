@@ -22,6 +22,7 @@ from urllib.request import urlopen
 import uvicorn
 
 from swap_webhooks import WEBHOOK_PATH, create_app, load_settings
+from swap_webhooks.server import server_config
 from swap_webhooks.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,9 +93,8 @@ class ReceiverThread:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
         self.port = self._socket.getsockname()[1]
-        self.server = uvicorn.Server(
-            uvicorn.Config(self.app, log_config=None, log_level="warning", lifespan="on")
-        )
+        # The hardened configuration `swap-webhooks serve` uses (timeouts, connection cap).
+        self.server = uvicorn.Server(server_config(self.app, config, log_level="warning"))
         self._thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self._socket]}, name="receiver"
         )
