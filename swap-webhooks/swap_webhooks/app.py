@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import statistics
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -25,7 +25,7 @@ from starlette.routing import Route
 from swap_webhooks.guard import CLOSE_AFTER, check_media_type, read_body
 from swap_webhooks.runner import Runner, describe_command
 from swap_webhooks.settings import Settings
-from swap_webhooks.store import DeliveryStore
+from swap_webhooks.store import OUTCOMES, DeliveryStore
 from swap_webhooks.verify import Reason, Refused, verify_delivery
 
 logger = logging.getLogger(__name__)
@@ -93,15 +93,28 @@ class Receiver:
         return JSONResponse({"status": "accepted"})
 
     async def health(self, request: Request) -> Response:
+        """Liveness, the queue, and the last run with the end of its output and its log file.
+
+        A failed webhook-triggered run is read here: its outcome, exit status, duration, note,
+        last lines, and the file holding its whole output.
+        """
         store, runner = self._parts()
         queue = await run_in_threadpool(store.queue)
         last = await run_in_threadpool(store.runs, 1)
+        success = await run_in_threadpool(store.last_success)
+        alert_sent = await run_in_threadpool(store.stale_alert_sent)
         body = {
             "status": "ok" if runner.alive else "down",
             "runner": runner.state,
             "queue": queue,
             "current_run": runner.current_run,
             "last_run": last[0] if last else None,
+            "last_success": success,
+            "stale": {
+                "since": runner.stale_since,
+                "after_minutes": self.settings.stale_after_minutes,
+                "alert_sent_at": alert_sent,
+            },
             "uptime_seconds": round(time.time() - self.started_at, 3),
         }
         return JSONResponse(body, status_code=200 if runner.alive else 503)
@@ -118,15 +131,12 @@ class Receiver:
                 "coalesced": counts["coalesced"],
                 "refused": {reason.key: counts[f"refused.{reason.key}"] for reason in Reason},
             },
-            "runs": {
-                name: counts[f"runs.{name}"]
-                for name in ("started", "succeeded", "failed", "locked_out", "interrupted")
-            },
+            "runs": {name: counts[f"runs.{name}"] for name in ("started", *OUTCOMES)},
             "queue": queue,
             "answer_ms": {
                 "count": len(answers),
-                "median": round(statistics.median(answers), 3) if answers else None,
-                "p95": round(answers[int(0.95 * (len(answers) - 1))], 3) if answers else None,
+                "median": _nearest_rank(answers, 50),
+                "p95": _nearest_rank(answers, 95),
                 "max": round(answers[-1], 3) if answers else None,
             },
         }
@@ -145,6 +155,17 @@ class Receiver:
         logger.info("refused a delivery: %s", reason.key)
         headers = {"connection": "close"} if reason in CLOSE_AFTER else None
         return JSONResponse({"error": reason.phrase}, status_code=reason.status, headers=headers)
+
+
+def _nearest_rank(ordered: list[float], percent: float) -> float | None:
+    """The nearest-rank percentile: the smallest value with ``percent``% of values at or below.
+
+    Always one of the values, and never lower for a higher percentile (p95 >= median).
+    """
+    if not ordered:
+        return None
+    rank = max(math.ceil(percent / 100 * len(ordered)), 1)
+    return round(ordered[rank - 1], 3)
 
 
 def create_app(settings: Settings, *, env: Mapping[str, str] | None = None) -> Starlette:

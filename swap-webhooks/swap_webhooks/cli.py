@@ -8,10 +8,13 @@ kept for the next start.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
 import warnings
+from collections.abc import Iterator
 
 import jwt
 import uvicorn
@@ -21,6 +24,8 @@ from swap_webhooks.runner import check_command
 from swap_webhooks.server import server_config
 from swap_webhooks.settings import SettingsError, load_settings
 
+#: The signals that stop the receiver (uvicorn handles both).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 #: HS256 keys shorter than the hash (RFC 7518, 3.2) are weak.
 MIN_SECRET_BYTES = 32
 
@@ -61,8 +66,24 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
     config = server_config(create_app(settings), settings, log_level=args.log_level)
     server = uvicorn.Server(config)
-    server.run()
+    with _stop_signals_end_cleanly():
+        server.run()
     return 0 if server.started else 1
+
+
+@contextlib.contextmanager
+def _stop_signals_end_cleanly() -> Iterator[None]:
+    """A SIGTERM or SIGINT that uvicorn handled is a clean stop: exit 0, not "killed by 15".
+
+    After its graceful shutdown uvicorn restores the handlers it found and raises the signal
+    again; with these no-op handlers in place that re-raise does nothing and ``main`` returns 0.
+    """
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

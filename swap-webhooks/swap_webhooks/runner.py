@@ -1,6 +1,6 @@
 """Turn accepted deliveries into pipeline runs: one at a time, a burst coalesced into one run.
 
-The webhook is a trigger, not the data: a run is an ordinary incremental ``meltano run`` that reads
+The webhook is a trigger, not the data: a run is an ordinary incremental pipeline run that reads
 Swap's API from its bookmark, so one run serves every delivery that was waiting when it started.
 The loop is::
 
@@ -9,11 +9,22 @@ The loop is::
 
 Deliveries that arrive during a run stay pending, so they cause exactly one more run after it.
 
-Runs of the same pipeline by the schedule or a person are kept apart by Meltano's per-state-id
-job lock: Meltano refuses to start ("Another '...' pipeline is already running"). That is not a
-failure here: the deliveries go back to pending and the run is tried again after
-``retry_seconds``. A failed run is retried too, after a wait that doubles up to
-``max_retry_seconds``, so a broken pipeline is not restarted in a tight loop.
+The run command is ``swap-meltano run returns-to-klaviyo``: run files of its own (so no other
+Meltano command in the project can break it) and an atomic claim on the pipeline's state id. What
+happens next follows the run's outcome, the last ``run outcome: <name>`` line of its output
+(decisions §2), never Meltano's exit status:
+
+- ``already_running`` (the schedule's or a person's run holds the claim): tried again every
+  ``claim_retry_seconds`` (a refused try starts no Meltano), so it runs right after that run;
+- ``succeeded``, ``set_aside_over_threshold``, ``mapping_errors_held``: the run read every return
+  it was started for; its deliveries are handled and nothing backs off;
+- anything else (``crashed``, ``auth_failed``, ``throttle_deadline``, a command that ended without
+  an outcome line): a failure of the pipeline; the deliveries wait again and the next run comes
+  after a wait that doubles from ``retry_seconds`` up to ``max_retry_seconds``.
+
+Each run's whole output goes to ``<run_log_dir>/run-<id>.log`` (owner-only) and its last lines to
+the state db, both shown on ``/health``. When no run has succeeded for ``stale_after_minutes``
+while deliveries wait, one alert is posted, then none until a run succeeds.
 """
 
 from __future__ import annotations
@@ -22,31 +33,93 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 
+from swap_webhooks.alerts import post_alert, stale_alert_text
 from swap_webhooks.settings import Settings
-from swap_webhooks.store import FAILED, INTERRUPTED, LOCKED_OUT, SUCCEEDED, DeliveryStore
+from swap_webhooks.store import (
+    ALREADY_RUNNING,
+    CRASHED,
+    HANDLED_OUTCOMES,
+    INTERRUPTED,
+    SUCCEEDED,
+    DeliveryStore,
+    RunReport,
+)
 
 logger = logging.getLogger(__name__)
 
-#: What Meltano prints when the job's state id already has a running job.
-LOCKED_OUT_MARKER = b"pipeline is already running"
+#: The pipeline's verdict on a run (decisions §2); the last such line of the output counts.
+OUTCOME_LINE = re.compile(rb"run outcome: ([a-z_]+)")
+#: What Meltano itself prints when its own job check finds a running job with the state id.
+MELTANO_REFUSAL = b"pipeline is already running"
+#: How many lines of each run's output the state db and ``/health`` keep.
+TAIL_LINES = 40
+#: Longer lines are cut in the tail (the log file keeps them whole).
+TAIL_LINE_CHARS = 1000
 #: How long a run gets to stop after SIGTERM before its whole process group is killed.
 STOP_GRACE_SECONDS = 20.0
+#: How often an idle receiver checks whether the pipeline has gone stale.
+STALE_CHECK_SECONDS = 60.0
 _CHUNK = 65536
 
 
-@dataclass
-class RunResult:
-    """How a run ended, as the store records it."""
+@dataclass(frozen=True)
+class Attempt:
+    """How one start of the run command ended."""
 
     outcome: str
     exit_code: int | None
+    note: str | None = None
+
+
+class OutputCapture:
+    """A run's output: written whole to its log file; the last lines and outcome kept."""
+
+    def __init__(self, log: BinaryIO) -> None:
+        self.log = log
+        self.lines: deque[str] = deque(maxlen=TAIL_LINES)
+        self.outcome: str | None = None
+        self.refused_by_meltano = False
+        self._partial = b""
+
+    def feed(self, chunk: bytes) -> None:
+        self.log.write(chunk)
+        *complete, self._partial = (self._partial + chunk).split(b"\n")
+        for line in complete:
+            self._line(line)
+
+    def start_attempt(self) -> None:
+        """Each try of the run is read on its own: an outcome belongs to the try that printed it."""
+        self.outcome = None
+        self.refused_by_meltano = False
+
+    def close_attempt(self) -> None:
+        if self._partial:
+            self._line(self._partial)
+            self._partial = b""
+        self.log.flush()
+
+    @property
+    def tail(self) -> str:
+        return "\n".join(self.lines)
+
+    def _line(self, line: bytes) -> None:
+        found = OUTCOME_LINE.findall(line)
+        if found:
+            self.outcome = found[-1].decode()
+        self.refused_by_meltano = self.refused_by_meltano or MELTANO_REFUSAL in line
+        text = line.rstrip(b"\r").decode("utf-8", "replace")
+        self.lines.append(text[:TAIL_LINE_CHARS])
 
 
 class Runner:
@@ -65,6 +138,7 @@ class Runner:
         self.command = resolve_command(settings, self.env)
         self.state = "starting"
         self.current_run: dict[str, object] | None = None
+        self.stale_since: str | None = None
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._process: asyncio.subprocess.Process | None = None
@@ -101,9 +175,10 @@ class Runner:
             logger.warning(
                 "%d run(s) cut short by a stop: their deliveries wait again", interrupted
             )
-        await asyncio.to_thread(self.store.prune, self.settings.retention_days, time.time())
+        await self._prune()
         while not self._stopping.is_set():
             try:
+                await self._check_stale()
                 await self._step()
             except Exception:
                 # Keep serving: the deliveries are safe in the store and the next step retries.
@@ -125,22 +200,43 @@ class Runner:
         claim = await asyncio.to_thread(self.store.claim)
         if claim is None:
             return
+        log_file = self._log_path(claim.run_id)
         self.state = "running"
-        self.current_run = {"id": claim.run_id, "deliveries": claim.deliveries}
+        self.current_run = {
+            "id": claim.run_id,
+            "deliveries": claim.deliveries,
+            "refusals": 0,
+            "log_file": str(log_file),
+        }
         logger.info("run %d started for %d deliveries", claim.run_id, claim.deliveries)
+        started = time.monotonic()
         try:
-            result = await self._execute()
+            report = await self._run_until_started(log_file)
         finally:
             self.current_run = None
-        await asyncio.to_thread(self.store.finish, claim.run_id, result.outcome, result.exit_code)
-        logger.info("run %d %s (exit %s)", claim.run_id, result.outcome, result.exit_code)
-        if result.outcome == SUCCEEDED:
+        report = replace(
+            report, duration_seconds=round(time.monotonic() - started, 3), log_file=str(log_file)
+        )
+        await asyncio.to_thread(self.store.finish, claim.run_id, report)
+        logger.info(
+            "run %d: %s (exit %s, %.1f s); output in %s",
+            claim.run_id,
+            report.outcome,
+            report.exit_code,
+            report.duration_seconds,
+            log_file,
+        )
+        await self._after(report)
+
+    async def _after(self, report: RunReport) -> None:
+        """Back off only for failures of the pipeline itself."""
+        if report.outcome in HANDLED_OUTCOMES:
             self._failures = 0
-            await asyncio.to_thread(self.store.prune, self.settings.retention_days, time.time())
-        elif result.outcome == LOCKED_OUT:
-            self.state = "waiting_for_lock"
-            await self._sleep(self.settings.retry_seconds)
-        elif result.outcome == FAILED:
+            self.stale_since = None
+            await self._prune()
+        elif report.outcome == INTERRUPTED and self._stopping.is_set():
+            return
+        else:
             self._failures += 1
             self.state = "backing_off"
             await self._sleep(self._backoff())
@@ -149,12 +245,36 @@ class Runner:
         base = max(self.settings.retry_seconds, 0.1)
         return float(min(base * 2 ** max(self._failures - 1, 0), self.settings.max_retry_seconds))
 
-    async def _execute(self) -> RunResult:
-        """Run the command in the project directory; its output is only scanned, not kept.
+    async def _run_until_started(self, log_file: Path) -> RunReport:
+        """Run the command; while another run holds the pipeline's claim, try again right away."""
+        refusals = 0
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with _owner_only(log_file) as log:
+            capture = OutputCapture(log)
+            while True:
+                attempt = await self._execute(capture)
+                if attempt.outcome != ALREADY_RUNNING or self._stopping.is_set():
+                    break
+                refusals += 1
+                await asyncio.to_thread(self.store.count_refusal_of_run)
+                if self.current_run is not None:
+                    self.current_run["refusals"] = refusals
+                self.state = "waiting_for_other_run"
+                if not await self._sleep(self.settings.claim_retry_seconds):
+                    attempt = Attempt(INTERRUPTED, attempt.exit_code, "stopped while waiting")
+                    break
+                self.state = "running"
+        return RunReport(
+            attempt.outcome,
+            attempt.exit_code,
+            refusals=refusals,
+            note=attempt.note,
+            output_tail=capture.tail,
+        )
 
-        Meltano keeps its own log of each run (``.meltano/logs/elt/``); copying it here would
-        only duplicate what customer data it may hold.
-        """
+    async def _execute(self, capture: OutputCapture) -> Attempt:
+        """Start the command once in the project directory and read how it ended."""
+        capture.start_attempt()
         try:
             self._process = await asyncio.create_subprocess_exec(
                 *self.command,
@@ -166,43 +286,44 @@ class Runner:
                 start_new_session=True,
             )
         except OSError as exc:
-            logger.error("cannot start the run command: %s", exc.strerror or type(exc).__name__)
-            return RunResult(FAILED, None)
+            reason = exc.strerror or type(exc).__name__
+            logger.error("cannot start the run command: %s", reason)
+            return Attempt(CRASHED, None, f"cannot start the run command: {reason}")
         process = self._process
         if self._stopping.is_set():
             # stop() came while the process was being created: it could not see it yet.
             await self._terminate_run()
         try:
-            locked_out = await asyncio.wait_for(
-                self._scan_output(process), timeout=self.settings.run_timeout_seconds
+            await asyncio.wait_for(
+                self._read_output(process, capture), timeout=self.settings.run_timeout_seconds
             )
             exit_code = await process.wait()
         except asyncio.TimeoutError:
             logger.error("run exceeded run_timeout_seconds; stopping it")
             await self._terminate_run()
-            return RunResult(FAILED, process.returncode)
+            capture.close_attempt()
+            return Attempt(CRASHED, process.returncode, "stopped after run_timeout_seconds")
         finally:
             self._process = None
-        if exit_code == 0:
-            return RunResult(SUCCEEDED, exit_code)
+        capture.close_attempt()
+        return self._judge(capture, exit_code)
+
+    def _judge(self, capture: OutputCapture, exit_code: int) -> Attempt:
         if self._stopping.is_set():
-            return RunResult(INTERRUPTED, exit_code)
-        if locked_out:
-            logger.info("Meltano refused the run: another run of the pipeline holds its lock")
-            return RunResult(LOCKED_OUT, exit_code)
-        return RunResult(FAILED, exit_code)
+            return Attempt(INTERRUPTED, exit_code, "the receiver stopped")
+        if capture.outcome is not None:
+            return Attempt(capture.outcome, exit_code)
+        if capture.refused_by_meltano:
+            return Attempt(ALREADY_RUNNING, exit_code, "Meltano's own job check refused it")
+        if exit_code == 0:
+            return Attempt(SUCCEEDED, exit_code)
+        return Attempt(CRASHED, exit_code, "ended without a run outcome line")
 
     @staticmethod
-    async def _scan_output(process: asyncio.subprocess.Process) -> bool:
+    async def _read_output(process: asyncio.subprocess.Process, capture: OutputCapture) -> None:
         assert process.stdout is not None
-        found = False
-        tail = b""
         while chunk := await process.stdout.read(_CHUNK):
-            if not found:
-                window = tail + chunk
-                found = LOCKED_OUT_MARKER in window
-                tail = window[-len(LOCKED_OUT_MARKER) :]
-        return found
+            await asyncio.to_thread(capture.feed, chunk)
 
     async def _terminate_run(self) -> None:
         """SIGTERM the run (Meltano then marks its job failed and stops its plugins), then kill."""
@@ -221,10 +342,45 @@ class Runner:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
 
+    # -- logs, staleness -------------------------------------------------------------------------
+
+    def _log_path(self, run_id: int) -> Path:
+        return self.settings.run_log_dir / f"run-{run_id}.log"
+
+    async def _prune(self) -> None:
+        """Forget old deliveries and runs, and the log files of runs no longer kept."""
+        await asyncio.to_thread(self.store.prune, self.settings.retention_days, time.time())
+        kept = {f"run-{run['id']}.log" for run in await asyncio.to_thread(self.store.runs)}
+        folder = self.settings.run_log_dir
+        for path in folder.glob("run-*.log") if folder.is_dir() else []:
+            if path.name not in kept:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+    async def _check_stale(self) -> None:
+        """Alert once when no run has succeeded for ``stale_after_minutes`` while one was needed."""
+        since = await asyncio.to_thread(self.store.waiting_since)
+        limit = self.settings.stale_after_minutes * 60
+        if since is None or _age_seconds(since) < limit:
+            self.stale_since = None
+            return
+        self.stale_since = since
+        if await asyncio.to_thread(self.store.stale_alert_sent):
+            return
+        runs = await asyncio.to_thread(self.store.runs, 1)
+        text = stale_alert_text(self.settings.stale_after_minutes, since, runs[0] if runs else None)
+        logger.warning("%s", text)
+        url = self.settings.alert_webhook_url
+        if url and not await asyncio.to_thread(post_alert, url.reveal(), text):
+            return  # tried again at the next check
+        await asyncio.to_thread(self.store.mark_stale_alert_sent)
+
     # -- waiting ---------------------------------------------------------------------------------
 
     async def _wait_for_wake(self) -> None:
-        await self._wake.wait()
+        """Wait for a delivery; wake now and then to see whether the pipeline went stale."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=STALE_CHECK_SECONDS)
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless stopping; False when the receiver is stopping."""
@@ -234,27 +390,41 @@ class Runner:
         return not self._stopping.is_set()
 
 
+def _age_seconds(iso: str) -> float:
+    return (datetime.now(timezone.utc) - datetime.fromisoformat(iso)).total_seconds()
+
+
+@contextlib.contextmanager
+def _owner_only(path: Path) -> Iterator[BinaryIO]:
+    """Append to ``path``, created readable by its owner only (the pipeline's log)."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as handle:
+        yield handle
+
+
 def describe_command(settings: Settings) -> str:
     """The run command for logs: its program and arguments, which hold no secret by design."""
     return " ".join(settings.run_command)
 
 
 def resolve_command(settings: Settings, env: Mapping[str, str]) -> tuple[str, ...]:
-    """The run command with its program found: on ``PATH``, or for ``meltano``, Meltano's own.
+    """The run command with its program found: on ``PATH``, else beside Meltano's executable.
 
-    Under ``meltano invoke swap-webhooks:serve`` Meltano's executable need not be on ``PATH`` (a
-    virtualenv not activated), but Meltano links it at ``<sys dir>/run/bin`` and says where its
-    sys dir is (``MELTANO_SYS_DIR_ROOT``).
+    Under ``meltano invoke swap-webhooks:serve`` the project's virtualenv need not be on ``PATH``
+    (not activated), but Meltano links its executable at ``<sys dir>/run/bin`` and says where its
+    sys dir is (``MELTANO_SYS_DIR_ROOT``); ``meltano`` is that link, and ``swap-meltano`` (the
+    project's launcher, installed with Meltano) sits beside its target.
     """
     program, *args = settings.run_command
     if os.sep in program:
         path = Path(program)
         return (str(path if path.is_absolute() else settings.project_dir / path), *args)
     found = shutil.which(program, path=env.get("PATH"))
-    if found is None and program == "meltano":
+    if found is None:
         sys_dir = env.get("MELTANO_SYS_DIR_ROOT") or str(settings.project_dir / ".meltano")
         link = Path(sys_dir) / "run" / "bin"
-        found = str(link) if os.access(link, os.X_OK) else None
+        beside = link if program == "meltano" else link.resolve().parent / program
+        found = str(beside) if link.exists() and os.access(beside, os.X_OK) else None
     return (found or program, *args)
 
 

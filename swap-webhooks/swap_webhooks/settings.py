@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "SWAP_WEBHOOKS_"
-DEFAULT_RUN_COMMAND = ("meltano", "run", "returns-to-klaviyo")
+#: The project's launcher: run files of its own, and an atomic claim on the pipeline (README).
+DEFAULT_RUN_COMMAND = ("swap-meltano", "run", "returns-to-klaviyo")
 DEFAULT_STATE_DB = "runtime/swap-webhooks.sqlite"
+DEFAULT_RUN_LOG_DIR = "runtime/swap-webhooks-runs"
 SECRET_PREFIX = "whsk_"  # noqa: S105 - a prefix to check, not a secret
 
 
@@ -69,8 +71,11 @@ class Settings:
     state_db: Path = Path(DEFAULT_STATE_DB)
     max_body_bytes: int = 1_048_576
     coalesce_seconds: float = 0.5
-    #: Wait before trying again when Meltano refused the run because another one is running.
+    #: First wait after a failed run (then doubling).
     retry_seconds: float = 5.0
+    #: Wait between tries while another run of the pipeline holds its claim (no back-off: a
+    #: refused try starts no Meltano, so the run follows right after the other one).
+    claim_retry_seconds: float = 1.0
     #: Cap of the doubling wait after failed runs (a broken pipeline is not hammered).
     max_retry_seconds: float = 300.0
     #: A run still going after this long is stopped and counted as failed.
@@ -88,6 +93,12 @@ class Settings:
     #: Open connections beyond this are closed at once (503): slow clients cannot take every
     #: file descriptor. Lowered at start-up to what the open-file limit allows.
     max_connections: int = 256
+    #: Each run's whole output goes to ``run-<id>.log`` here (relative to ``project_dir``).
+    run_log_dir: Path = Path(DEFAULT_RUN_LOG_DIR)
+    #: Alert when no run has succeeded for this long while deliveries wait.
+    stale_after_minutes: float = 30.0
+    #: Slack-compatible webhook for the staleness alert (none: the alert is only logged).
+    alert_webhook_url: Secret | None = None
 
     def __post_init__(self) -> None:
         if not self.webhook_secret:
@@ -100,12 +111,22 @@ class Settings:
             raise SettingsError("port must be between 0 and 65535")
         if self.max_body_bytes < 1024:
             raise SettingsError("max_body_bytes must be at least 1024")
-        for name in ("coalesce_seconds", "retry_seconds", "max_retry_seconds", "retention_days"):
+        for name in (
+            "coalesce_seconds",
+            "retry_seconds",
+            "claim_retry_seconds",
+            "max_retry_seconds",
+            "retention_days",
+        ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative")
         if self.run_timeout_seconds <= 0:
             raise SettingsError("run_timeout_seconds must be positive")
         self._check_request_limits()
+        if self.stale_after_minutes <= 0:
+            raise SettingsError("stale_after_minutes must be positive")
+        if not self.run_log_dir.is_absolute():
+            object.__setattr__(self, "run_log_dir", self.project_dir / self.run_log_dir)
         if not self.state_db.is_absolute():
             object.__setattr__(self, "state_db", self.project_dir / self.state_db)
 
@@ -175,11 +196,11 @@ def _coerce(name: str, value: Any) -> Any:
     if name not in _FIELDS:
         raise SettingsError(f"unknown setting {name!r}")
     try:
-        if name == "webhook_secret":
+        if name in ("webhook_secret", "alert_webhook_url"):
             if not isinstance(value, Secret | str):
                 raise TypeError(name)
             return value if isinstance(value, Secret) else Secret(value)
-        if name in ("project_dir", "state_db"):
+        if name in ("project_dir", "state_db", "run_log_dir"):
             return Path(value).expanduser()
         if name == "run_command":
             return _command(value)
@@ -193,7 +214,8 @@ def _coerce(name: str, value: Any) -> Any:
             raise ValueError(value)
         return float(value)
     except (TypeError, ValueError):
-        kind = "a secret" if name == "webhook_secret" else f"{value!r}"
+        secret = name in ("webhook_secret", "alert_webhook_url")
+        kind = "a secret" if secret else f"{value!r}"
         raise SettingsError(f"setting {name} has a value of the wrong kind: {kind}") from None
 
 

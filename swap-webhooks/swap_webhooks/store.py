@@ -25,19 +25,42 @@ from typing import Any
 
 from swap_webhooks.verify import Delivery, Reason
 
-SCHEMA_VERSION = 1
+#: ``PRAGMA user_version`` of a current state db. Version 1 is the 0.1.0 release's schema (which
+#: said so only in ``meta.schema_version``); each later version is one entry of ``_MIGRATIONS``.
+SCHEMA_VERSION = 2
 
 PENDING = "pending"
 CLAIMED = "claimed"
 HANDLED = "handled"
 
+#: A run's outcome: while it runs, then the pipeline's ``run outcome:`` (decisions §2).
 RUNNING = "running"
 SUCCEEDED = "succeeded"
-FAILED = "failed"
-LOCKED_OUT = "locked_out"
+SET_ASIDE_OVER_THRESHOLD = "set_aside_over_threshold"
+MAPPING_ERRORS_HELD = "mapping_errors_held"
+THROTTLE_DEADLINE = "throttle_deadline"
+AUTH_FAILED = "auth_failed"
+ALREADY_RUNNING = "already_running"
+CRASHED = "crashed"
 INTERRUPTED = "interrupted"
+#: Runs recorded by 0.1.0 as ``failed``: a failure whose cause it did not know.
+FAILED = "failed"
+OUTCOMES = (
+    SUCCEEDED,
+    SET_ASIDE_OVER_THRESHOLD,
+    MAPPING_ERRORS_HELD,
+    THROTTLE_DEADLINE,
+    AUTH_FAILED,
+    ALREADY_RUNNING,
+    CRASHED,
+    INTERRUPTED,
+    FAILED,
+)
+#: The run read every return it was started for: its deliveries are handled. What it set aside or
+#: held is in the ledger, alerted by the target, and re-read by later runs while held.
+HANDLED_OUTCOMES = frozenset({SUCCEEDED, SET_ASIDE_OVER_THRESHOLD, MAPPING_ERRORS_HELD})
 
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
@@ -65,17 +88,65 @@ CREATE INDEX IF NOT EXISTS ix_deliveries_return ON deliveries (return_id);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
+#: Run diagnostics (issue 9): how long, the end of the output, where the whole output is, why it
+#: ended when the pipeline did not say, and how many tries another run's claim refused first.
+#: Outcomes take the pipeline's names: 0.1.0's ``locked_out`` is ``already_running``.
+_SCHEMA_V2 = """
+ALTER TABLE runs ADD COLUMN duration_seconds REAL;
+ALTER TABLE runs ADD COLUMN output_tail TEXT;
+ALTER TABLE runs ADD COLUMN log_file TEXT;
+ALTER TABLE runs ADD COLUMN note TEXT;
+ALTER TABLE runs ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0;
+UPDATE runs SET outcome = 'already_running' WHERE outcome = 'locked_out';
+UPDATE counters SET name = 'runs.already_running' WHERE name = 'runs.locked_out';
+"""
+
+#: ``version -> statements`` that bring a db at ``version - 1`` to ``version``.
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+
 COUNTERS = (
     "accepted",
     "redelivered",
     "coalesced",
     *(f"refused.{reason.key}" for reason in Reason),
     "runs.started",
-    "runs.succeeded",
-    "runs.failed",
-    "runs.locked_out",
-    "runs.interrupted",
+    *(f"runs.{outcome}" for outcome in OUTCOMES),
 )
+
+#: ``meta`` key set when the staleness alert is sent; a successful run deletes it.
+STALE_ALERT_KEY = "alert.stale_sent_at"
+
+#: The columns ``runs()`` returns, in order.
+RUN_COLUMNS = (
+    "id",
+    "started_at",
+    "ended_at",
+    "outcome",
+    "exit_code",
+    "deliveries",
+    "duration_seconds",
+    "refusals",
+    "note",
+    "log_file",
+    "output_tail",
+)
+
+
+class StoreVersionError(RuntimeError):
+    """The state db was written by a newer release: opening it here could lose what it holds."""
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """How a run ended, and what to read about it (no customer data: the pipeline's own log)."""
+
+    outcome: str
+    exit_code: int | None
+    duration_seconds: float | None = None
+    refusals: int = 0
+    note: str | None = None
+    log_file: str | None = None
+    output_tail: str | None = None
 
 
 class StoreInUseError(RuntimeError):
@@ -115,10 +186,15 @@ class DeliveryStore:
             self._lock_file.close()
             raise
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            self._lock_file.close()
+            raise
         for suffix in ("-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.chmod(self.path.with_name(self.path.name + suffix), 0o600)
@@ -184,7 +260,7 @@ class DeliveryStore:
             _bump(db, "runs.started")
         return Claim(run_id, waiting)
 
-    def finish(self, run_id: int, outcome: str, exit_code: int | None) -> None:
+    def finish(self, run_id: int, report: RunReport) -> None:
         """Record a run's end: its deliveries are handled, or go back to wait for the next run."""
         now = _now_iso()
         with self._transaction() as db:
@@ -192,10 +268,21 @@ class DeliveryStore:
                 db, "SELECT deliveries FROM runs WHERE id = ? AND outcome = ?", run_id, RUNNING
             )
             db.execute(
-                "UPDATE runs SET ended_at = ?, outcome = ?, exit_code = ? WHERE id = ?",
-                (now, outcome, exit_code, run_id),
+                "UPDATE runs SET ended_at = ?, outcome = ?, exit_code = ?, duration_seconds = ?,"
+                " refusals = ?, note = ?, log_file = ?, output_tail = ? WHERE id = ?",
+                (
+                    now,
+                    report.outcome,
+                    report.exit_code,
+                    report.duration_seconds,
+                    report.refusals,
+                    report.note,
+                    report.log_file,
+                    report.output_tail,
+                    run_id,
+                ),
             )
-            if outcome == SUCCEEDED:
+            if report.outcome in HANDLED_OUTCOMES:
                 db.execute(
                     "UPDATE deliveries SET status = ?, handled_at = ? WHERE run_id = ?"
                     " AND status = ?",
@@ -204,13 +291,19 @@ class DeliveryStore:
                 # Every delivery but the first rode along on a run another one started.
                 if handled and handled > 1:
                     _bump(db, "coalesced", handled - 1)
+                db.execute("DELETE FROM meta WHERE key = ?", (STALE_ALERT_KEY,))
             else:
                 db.execute(
                     "UPDATE deliveries SET status = ?, run_id = NULL WHERE run_id = ?"
                     " AND status = ?",
                     (PENDING, run_id, CLAIMED),
                 )
-            _bump(db, f"runs.{outcome}")
+            _bump(db, f"runs.{report.outcome}")
+
+    def count_refusal_of_run(self) -> None:
+        """A try of the current run that another run's claim refused (it tries again)."""
+        with self._transaction() as db:
+            _bump(db, f"runs.{ALREADY_RUNNING}")
 
     def recover(self) -> int:
         """After a stop or crash mid-run: that run is over, its deliveries wait again."""
@@ -218,7 +311,7 @@ class DeliveryStore:
             rows = db.execute("SELECT id FROM runs WHERE outcome = ?", (RUNNING,)).fetchall()
         stale = [row[0] for row in rows]
         for run_id in stale:
-            self.finish(run_id, INTERRUPTED, None)
+            self.finish(run_id, RunReport(INTERRUPTED, None, note="the receiver stopped"))
         return len(stale)
 
     def prune(self, retention_days: float, now: float) -> int:
@@ -265,12 +358,53 @@ class DeliveryStore:
 
     def runs(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Runs, newest first."""
-        query = "SELECT id, started_at, ended_at, outcome, exit_code, deliveries FROM runs"
-        query += " ORDER BY id DESC" + ("" if limit is None else f" LIMIT {int(limit)}")
+        query = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY id DESC"  # noqa: S608
+        query += "" if limit is None else f" LIMIT {int(limit)}"
         with self._lock:
             rows = self._db.execute(query).fetchall()
-        keys = ("id", "started_at", "ended_at", "outcome", "exit_code", "deliveries")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        return [dict(zip(RUN_COLUMNS, row, strict=True)) for row in rows]
+
+    def last_success(self) -> dict[str, Any] | None:
+        """The newest run whose deliveries were handled."""
+        marks = ", ".join("?" for _ in HANDLED_OUTCOMES)
+        query = f"SELECT id, ended_at FROM runs WHERE outcome IN ({marks})"  # noqa: S608
+        with self._lock:
+            row = self._db.execute(
+                query + " ORDER BY id DESC LIMIT 1", tuple(HANDLED_OUTCOMES)
+            ).fetchone()
+        return None if row is None else {"id": row[0], "ended_at": row[1]}
+
+    def waiting_since(self) -> str | None:
+        """Since when a successful run has been needed; None when nothing waits for one.
+
+        That is the oldest delivery not handled, or the first run after the last success: a
+        quiet store with no delivery to handle is not a stale pipeline.
+        """
+        success = self.last_success()
+        after = 0 if success is None else int(success["id"])
+        with self._lock:
+            first_run = _scalar(self._db, "SELECT MIN(started_at) FROM runs WHERE id > ?", after)
+            oldest = _scalar(
+                self._db, "SELECT MIN(received_at) FROM deliveries WHERE status != ?", HANDLED
+            )
+        times = [t for t in (first_run, oldest) if t]
+        return min(times) if times else None
+
+    def stale_alert_sent(self) -> str | None:
+        """When the staleness alert went out (cleared by the next successful run)."""
+        with self._lock:
+            return _scalar(self._db, "SELECT value FROM meta WHERE key = ?", STALE_ALERT_KEY)  # type: ignore[no-any-return]
+
+    def mark_stale_alert_sent(self) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                (STALE_ALERT_KEY, _now_iso()),
+            )
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     def deliveries(self) -> list[dict[str, Any]]:
         """Every delivery kept, oldest first (for tests and reports; no customer data in them)."""
@@ -283,16 +417,37 @@ class DeliveryStore:
     # -- internals -------------------------------------------------------------------------------
 
     def _migrate(self) -> None:
+        """Bring the file to :data:`SCHEMA_VERSION`, one version per transaction.
+
+        A file newer than this release is refused rather than used: its columns would be
+        ignored or its rows misread.
+        """
         with self._lock:
-            # executescript commits on its own: run it outside an explicit transaction.
-            self._db.executescript(_SCHEMA)
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', ?)", (_now_iso(),)
-            )
+            version = _stored_version(self._db)
+            if version > SCHEMA_VERSION:
+                msg = (
+                    f"{self.path} has schema version {version}, newer than this release's"
+                    f" {SCHEMA_VERSION}: upgrade swap-webhooks"
+                )
+                raise StoreVersionError(msg)
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _statements(_MIGRATIONS[target]):
+                        self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version = {target}")
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                        (str(target),),
+                    )
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', ?)",
+                        (_now_iso(),),
+                    )
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
 
     def _count(self, query: str, *args: Any) -> int:
         with self._lock:
@@ -308,6 +463,24 @@ class DeliveryStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+
+def _stored_version(db: sqlite3.Connection) -> int:
+    """``PRAGMA user_version``; 0.1.0 left it at 0 and wrote ``meta.schema_version`` = 1."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version:
+        return version
+    has_meta = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone()
+    if not has_meta:
+        return 0
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _statements(script: str) -> list[str]:
+    return [part.strip() for part in script.split(";") if part.strip()]
 
 
 def _scalar(db: sqlite3.Connection, query: str, *args: Any) -> Any:

@@ -1,9 +1,13 @@
 """A stand-in for ``meltano run``: records when it starts and ends, and can be held or refused.
 
-Usage: ``python fake_run.py LOG [--gate FILE] [--duration S] [--locked-out N] [--fail N]``.
+Usage: ``python fake_run.py LOG [--gate FILE] [--duration S] [--locked-out N] [--already-running N]
+[--fail N] [--outcome NAME --exit CODE] [--lines N]``.
 Appends ``{"event": "start"|"end", "t": <epoch>, "pid": ...}`` lines to LOG. While the gate file
 exists the run waits (a test "holds" it). The first N calls print Meltano's lock refusal and exit 1
-(``--locked-out``), or just exit 1 (``--fail``); N is counted in ``LOG.calls``.
+(``--locked-out``), the launcher's ``run outcome: already_running`` (``--already-running``), or
+just exit 1 (``--fail``; ``--fail-while FILE``: while FILE exists); N is counted in ``LOG.calls``.
+A run that goes through prints N numbered lines (``--lines``), then ``run outcome: NAME`` when
+given, and exits with ``--exit``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,11 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=0.0)
     parser.add_argument("--locked-out", type=int, default=0)
     parser.add_argument("--fail", type=int, default=0)
+    parser.add_argument("--fail-while", type=Path)
+    parser.add_argument("--already-running", type=int, default=0)
+    parser.add_argument("--outcome")
+    parser.add_argument("--exit", type=int, default=0)
+    parser.add_argument("--lines", type=int, default=0)
     args = parser.parse_args()
     # Like Meltano, stop cleanly on SIGTERM (the "end" record is written on the way out).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -44,14 +53,23 @@ def main() -> int:
                 " running which started at 2026-01-01 00:00:00."
             )
             return 1
-        if calls < args.fail:
+        if calls < args.already_running:
+            print("swap-meltano: another run of the pipeline is in progress")
+            print("run outcome: already_running")
+            return 1
+        if calls < args.fail or (args.fail_while is not None and args.fail_while.exists()):
             print("Extractor failed")
             return 1
         deadline = time.monotonic() + 120
         while args.gate is not None and args.gate.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(args.duration)
-        return 0
+        for number in range(1, args.lines + 1):
+            print(f"log line {number}")
+        if args.outcome:
+            print(f"2026-12-05T00:00:00Z [info] run outcome: {args.outcome} cmd_type=elt")
+            print("Block run completed.")
+        return int(args.exit)
     finally:
         record(args.log, "end")
 

@@ -41,7 +41,9 @@ def test_a_burst_of_1000_during_a_run_makes_exactly_one_more_run(tmp_path: Path)
 
         assert sender.send(a_return(0), "returnCreated").status == 200
         wait_until(lambda: len(fake_runs(log)) == 1, what="the first run to start")
-        assert receiver.health()["current_run"] == {"id": 1, "deliveries": 1}
+        current = receiver.health()["current_run"]
+        assert (current["id"], current["deliveries"], current["refusals"]) == (1, 1, 0)
+        assert current["log_file"].endswith("run-1.log")
 
         with ThreadPoolExecutor(max_workers=16) as pool:
             results = list(
@@ -112,9 +114,11 @@ def test_a_free_running_burst_makes_few_runs_never_overlapping(tmp_path: Path) -
     assert len(runs) < BURST // 10, f"{len(runs)} runs for {BURST} deliveries"
 
 
-def test_a_run_refused_by_meltanos_lock_is_retried_not_dropped(tmp_path: Path) -> None:
+def test_a_run_refused_by_meltanos_own_check_is_tried_again_not_dropped(tmp_path: Path) -> None:
     log = tmp_path / "runs.jsonl"
-    config = settings(tmp_path, fake_run_command(log, "--locked-out", "2"), retry_seconds=0.1)
+    config = settings(
+        tmp_path, fake_run_command(log, "--locked-out", "2"), claim_retry_seconds=0.05
+    )
     with ReceiverThread(config) as receiver:
         sender = WebhookSender(receiver.url, SECRET, STORE)
         assert sender.send(a_return(1), "returnCreated").status == 200
@@ -122,20 +126,16 @@ def test_a_run_refused_by_meltanos_lock_is_retried_not_dropped(tmp_path: Path) -
         metrics = receiver.metrics()
 
     assert len(fake_runs(log)) == 3
-    assert metrics["runs"] == {
-        "started": 3,
-        "succeeded": 1,
-        "failed": 0,
-        "locked_out": 2,
-        "interrupted": 0,
-    }
+    # One run of the receiver, which took three tries: two refused, then it went.
+    assert metrics["runs"]["started"] == 1
+    assert metrics["runs"]["already_running"] == 2
+    assert metrics["runs"]["crashed"] == 0
     with DeliveryStore(config.state_db) as store:
         [delivery] = store.deliveries()
-        outcomes = [r["outcome"] for r in reversed(store.runs())]
-    assert outcomes == ["locked_out", "locked_out", "succeeded"]
+        [run] = store.runs()
+    assert (run["outcome"], run["refusals"]) == ("succeeded", 2)
     assert delivery["status"] == "handled"
-    assert delivery["run_id"] == 3
-    assert delivery["attempts"] == 3
+    assert delivery["attempts"] == 1
 
 
 def test_a_failed_run_is_retried_after_a_wait(tmp_path: Path) -> None:
@@ -146,6 +146,7 @@ def test_a_failed_run_is_retried_after_a_wait(tmp_path: Path) -> None:
         assert sender.send(a_return(1), "returnCreated").status == 200
         wait_until(lambda: receiver.metrics()["runs"]["succeeded"] == 1, what="a run to succeed")
         metrics = receiver.metrics()
-    assert metrics["runs"]["failed"] == 2
-    assert metrics["runs"]["locked_out"] == 0
+    # No outcome line and exit 1: the pipeline failed (crashed), and backed off.
+    assert metrics["runs"]["crashed"] == 2
+    assert metrics["runs"]["already_running"] == 0
     assert len(fake_runs(log)) == 3

@@ -67,13 +67,8 @@ def test_a_signed_delivery_is_accepted_persisted_and_runs_the_pipeline(
     assert len(fake_runs(tmp_path / "runs.jsonl")) == 1
     metrics = receiver.metrics()
     assert metrics["deliveries"]["accepted"] == 1
-    assert metrics["runs"] == {
-        "started": 1,
-        "succeeded": 1,
-        "failed": 0,
-        "locked_out": 0,
-        "interrupted": 0,
-    }
+    assert metrics["runs"]["started"] == metrics["runs"]["succeeded"] == 1
+    assert sum(metrics["runs"].values()) == 2
     assert metrics["answer_ms"]["count"] == 1
     [(return_id, received_at)] = webhook_latencies(receiver.settings.state_db)
     assert return_id == "ret_0001"

@@ -91,22 +91,36 @@ def test_unknown_settings_in_the_file_are_refused(tmp_path: Path) -> None:
         load_settings(config, env={})
 
 
-def test_a_bare_meltano_is_found_on_path_or_at_meltanos_own_link(tmp_path: Path) -> None:
-    """Under ``meltano invoke`` Meltano need not be on PATH, but it links itself at run/bin."""
+def test_the_run_command_is_the_launcher_by_default() -> None:
+    settings = load_settings(env={}, webhook_secret=SECRET, store_id="s")
+    assert settings.run_command == ("swap-meltano", "run", "returns-to-klaviyo")
+
+
+def test_the_launcher_is_found_on_path_or_beside_meltanos_own_link(tmp_path: Path) -> None:
+    """Under ``meltano invoke`` the project's venv need not be on PATH, but Meltano links its
+    executable at run/bin, and the launcher is installed beside it."""
     settings = load_settings(env={}, webhook_secret=SECRET, store_id="s", project_dir=tmp_path)
     empty_path = {"PATH": str(tmp_path / "nothing-here")}
     assert check_command(settings, empty_path) is not None
 
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    for name in ("meltano", "swap-meltano"):
+        (venv_bin / name).write_text("#!/bin/sh\n")
+        (venv_bin / name).chmod(0o755)
     link = tmp_path / "sys" / "run" / "bin"
     link.parent.mkdir(parents=True)
-    link.write_text("#!/bin/sh\n")
-    link.chmod(0o755)
+    link.symlink_to(venv_bin / "meltano")
     env = {**empty_path, "MELTANO_SYS_DIR_ROOT": str(tmp_path / "sys")}
-    assert resolve_command(settings, env) == (str(link), "run", "returns-to-klaviyo")
+    launcher = str(venv_bin / "swap-meltano")
+    assert resolve_command(settings, env) == (launcher, "run", "returns-to-klaviyo")
     assert check_command(settings, env) is None
+    bare = settings.with_changes(run_command=("meltano", "run", "returns-to-klaviyo"))
+    assert resolve_command(bare, env)[0] == str(link)
 
     on_path = tmp_path / "bin"
     on_path.mkdir()
-    (on_path / "meltano").write_text("#!/bin/sh\n")
-    (on_path / "meltano").chmod(0o755)
-    assert resolve_command(settings, {**env, "PATH": str(on_path)})[0] == str(on_path / "meltano")
+    (on_path / "swap-meltano").write_text("#!/bin/sh\n")
+    (on_path / "swap-meltano").chmod(0o755)
+    found = resolve_command(settings, {**env, "PATH": str(on_path)})[0]
+    assert found == str(on_path / "swap-meltano")
