@@ -9,10 +9,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from singer_sdk.contrib.msgspec import encoder
 
 from emulators.swap import SwapEmulator
 from swap_transforms.engine import MappingEngine
+from swap_transforms.preview import main as preview_main
 from tests.conftest import SWAP_NOW
 from tests.transforms.conftest import DEFAULT_MAPPING, MappingWriter, a_return, with_items
 
@@ -56,8 +58,12 @@ def test_singer_messages_from_a_pipe() -> None:
     assert "returns ret_100\n" in out
     assert (
         "  event     Return Started    swap:ret_100:started  at 2026-03-01T09:00:00Z  "
-        "value 80.50 EUR\n"
+        "value 80.50 EUR  for m***@example.org\n"
     ) in out
+    # Every event's properties, on the line below it.
+    started = out.split("swap:ret_100:started")[1].splitlines()[1]
+    assert started.startswith("            ReturnId=ret_100, RMA=SW-100, OrderId=5500000000100, ")
+    assert 'SKUs=["JKT-M-NAV","CAP-OS-RED"]' in started
     assert "  event     Refunded Order    swap:ret_2:refund:2026-03-07T10:00:00Z  at " in out
     assert ("  catalog   $custom:::$default:::JKT-M-NAV  +1  (restock swap:ret_100:l1)\n") in out
     assert "  profile   m***@example.org  as of 2026-03-01T09:00:00Z; unappend " in out
@@ -90,7 +96,7 @@ def test_plain_records_as_a_json_array_or_lines(tmp_path: Path) -> None:
 
 def test_json_format_prints_the_output_records() -> None:
     records = samples()
-    result = preview("--format", "json", "-", stdin=singer_lines(*records))
+    result = preview("--format", "json", "--show-emails", "-", stdin=singer_lines(*records))
     assert result.returncode == 0, result.stderr
     printed = [json.loads(line, parse_float=Decimal) for line in result.stdout.splitlines()]
     engine = MappingEngine.from_files([str(DEFAULT_MAPPING)])
@@ -105,6 +111,84 @@ def test_json_format_prints_the_output_records() -> None:
         (stream, timeless(record)) for stream, record in expected
     ]
     assert any(p["record"].get("reason") == "invalid_email" for p in printed)
+    masked = preview("--format", "json", "-", stdin=singer_lines(*records)).stdout
+    assert "maria" not in masked.lower()
+    assert '"email":"m***@example.org"' in masked
+    assert masked.count("\n") == result.stdout.count("\n")
+
+
+SAMPLE = DEFAULT_MAPPING.parent / "samples" / "returns.jsonl"
+
+
+def test_the_same_input_gives_the_same_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exception records carry the source's update time, not the clock's: a snapshot holds."""
+    broken = tmp_path / "broken.yml"
+    broken.write_text(
+        DEFAULT_MAPPING.read_text()
+        .replace(
+            "include:\n  - definitions/", f"include:\n  - {DEFAULT_MAPPING.parent}/definitions/"
+        )
+        .replace("schema: schemas/", f"schema: {DEFAULT_MAPPING.parent}/schemas/")
+        .replace(
+            '              ReturnStatus: "{{ record.return_status }}"\n              PortalLink',
+            '              ReturnStatus: "{{ record.return_status }}"\n'
+            '              Share: "{{ record.total / 0 }}"\n              PortalLink',
+        )
+    )
+    for mapping in (str(DEFAULT_MAPPING), str(broken)):
+        for format_ in ("text", "json"):
+            args = ["--mapping", mapping, "--format", format_, str(SAMPLE)]
+            first, second = in_process(capsys, *args), in_process(capsys, *args)
+            assert first[0] == 0, first[2]
+            assert first == second
+    _, json_out, _ = in_process(capsys, "--mapping", str(broken), "--format", "json", str(SAMPLE))
+    errors = [
+        json.loads(line)["record"] for line in json_out.splitlines() if "mapping_error" in line
+    ]
+    assert errors
+    assert all(e["occurred_at"] == e["source_updated_at"] for e in errors)
+
+
+def test_check_exits_non_zero_on_a_mapping_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = in_process(capsys, "--mapping", str(DEFAULT_MAPPING), "--check", str(SAMPLE))
+    assert status == 0, err  # rejections of the data are not mapping errors
+    assert "invalid_email" in out
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(
+        singer_lines(with_items(a_return(), {"sku": None}, {}), a_return(return_id="r2"))
+    )
+    status, out, err = in_process(capsys, "--mapping", str(DEFAULT_MAPPING), "--check", str(broken))
+    assert status == 3
+    assert (
+        err == "swap-transforms-preview: mapping errors: rule 'item_restocked': mapping_error x1\n"
+    )
+    assert "REJECTED  rule 'item_restocked': mapping_error" in out
+    status, _, _ = in_process(capsys, "--mapping", str(DEFAULT_MAPPING), str(broken))
+    assert status == 0
+
+
+def test_the_mapping_comes_from_the_option_or_the_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWAP_TRANSFORMS_MAPPING_FILES", json.dumps([str(DEFAULT_MAPPING)]))
+    by_variable = in_process(capsys, str(SAMPLE))
+    assert by_variable[0] == 0, by_variable[2]
+    assert by_variable == in_process(capsys, "--mapping", str(DEFAULT_MAPPING), str(SAMPLE))
+    monkeypatch.delenv("SWAP_TRANSFORMS_MAPPING_FILES")
+    status, _, err = in_process(capsys, str(SAMPLE))
+    assert status == 2
+    assert "--mapping FILE (or set SWAP_TRANSFORMS_MAPPING_FILES)" in err
+
+
+def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The preview's main in this process (no interpreter start-up): status, stdout, stderr."""
+    status = preview_main(list(args))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
 
 
 def test_bad_mapping_and_bad_input(write_mapping: MappingWriter, tmp_path: Path) -> None:

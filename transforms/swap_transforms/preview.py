@@ -1,15 +1,19 @@
 """`swap-transforms-preview`: what a mapping would send to Klaviyo, for analysts.
 
 Reads sample input (Singer messages as a tap prints them, JSON records one per line, or a JSON
-array of records) and prints, per source record, the events, profile updates and catalog changes
-the mapping produces and the rejections with their reasons, then a summary. `--format json`
-prints the output records themselves, one JSON object per line.
+array of records) and prints, per source record, every output with its properties (events,
+profile updates, catalog changes) and the rejections with their reasons, then a summary.
+`--format json` prints the output records themselves, one JSON object per line.
 
-    tap-swapcommerce --config tap.json | swap-transforms-preview --mapping swap_to_klaviyo.yml -
-    swap-transforms-preview --mapping swap_to_klaviyo.yml --stream returns samples.json
+    swap-transforms-preview --mapping swap_to_klaviyo.yml transforms/samples/returns.jsonl
+    tap-swapcommerce --config tap.json | swap-transforms-preview --mapping mine.yml -
 
-The text format masks e-mail addresses (`a***@example.com`) so that a preview can be pasted into
-a ticket; `--show-emails` prints them as they would be sent.
+Both formats mask e-mail addresses (`a***@example.com`) so that a preview can be pasted into a
+ticket; `--show-emails` prints them as they would be sent. The same input always gives the same
+output (an exception record's `occurred_at` is the source record's update time, not the clock),
+so a preview can be kept as a snapshot and compared. `--check` exits 3 when any record hits a
+mapping error, so a script or CI can gate on it. Without `--mapping`, the files named by
+`SWAP_TRANSFORMS_MAPPING_FILES` are used (Meltano sets it from the plugin's `mapping_files`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -27,11 +32,18 @@ from singer_sdk.contrib.msgspec import encoder
 
 from swap_transforms.engine import MappingEngine, Output
 from swap_transforms.errors import MappingFileError
+from swap_transforms.overrides import VARIABLE, requested
 
 SINGER_TYPES = frozenset({"SCHEMA", "RECORD", "STATE", "ACTIVATE_VERSION", "BATCH"})
 EVENTS = "klaviyo_events"
 PROFILES = "klaviyo_profile_updates"
 CATALOG = "klaviyo_catalog_variants"
+#: An exception record's time when its source record has none (preview output is reproducible).
+EPOCH = "1970-01-01T00:00:00Z"
+#: Rejections that mean the mapping (not the data) is wrong; `--check` fails on them.
+MAPPING_ERRORS = frozenset({"mapping_error", "invalid_output", "tolerated_mapping_error"})
+EXIT_MAPPING_ERRORS = 3
+_EMAIL = re.compile(r"([^\s@'\"<>(),;:\[\]{}]+)@([^\s@'\"<>(),;\[\]{}]+\.[^\s@'\"<>(),;\[\]{}]+)")
 
 
 class InputError(Exception):
@@ -88,16 +100,46 @@ def mask_email(value: Any) -> str:
     return f"{local[:1]}***@{domain}"
 
 
+def mask_emails(value: Any) -> Any:
+    """`value` with every e-mail address in its texts masked, at any depth."""
+    if isinstance(value, str):
+        return _EMAIL.sub(lambda m: f"{m.group(1)[:1]}***@{m.group(2)}", value)
+    if isinstance(value, dict):
+        return {key: mask_emails(member) for key, member in value.items()}
+    if isinstance(value, list):
+        return [mask_emails(member) for member in value]
+    return value
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, (str, Decimal)):
         return str(value)
-    return json.dumps(value, default=str)
+    return encoder.encode(value).decode()
+
+
+def reproducible(outputs: list[Output], exception_streams: frozenset[str]) -> list[Output]:
+    """Outputs whose exception records carry the source's update time instead of the clock's."""
+    for name, record in outputs:
+        if name in exception_streams and "occurred_at" in record:
+            record["occurred_at"] = record.get("source_updated_at") or EPOCH
+    return outputs
 
 
 def _money(value: Any, currency: Any) -> str:
     if value is None:
         return ""
     return f"  value {value}{f' {currency}' if currency else ''}"
+
+
+def _properties(properties: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={_shown(value)}" for key, value in properties.items())
+
+
+def _profile(profile: Any) -> str:
+    if not isinstance(profile, dict) or not profile:
+        return ""
+    who = profile.get("email") or profile.get("external_id") or profile.get("phone_number")
+    return f"  for {who}" if who else ""
 
 
 class TextReport:
@@ -117,13 +159,18 @@ class TextReport:
     def _email(self, value: Any) -> str:
         return str(value) if self.show_emails else mask_email(value)
 
+    def _masked(self, text: str) -> str:
+        return text if self.show_emails else str(mask_emails(text))
+
     def record(self, stream: str, key: str | None, outputs: list[Output]) -> None:
         self.sources += 1
         self.out.write(f"{stream} {key if key is not None else '(no key)'}\n")
         if not outputs:
             self.out.write("  (nothing)\n")
         for name, record in outputs:
-            self.out.write(f"  {self._line(name, record)}\n")
+            self.out.write(self._masked(f"  {self._line(name, record)}\n"))
+            if name == EVENTS and record.get("properties"):
+                self.out.write(self._masked(f"            {_properties(record['properties'])}\n"))
 
     def _line(self, name: str, record: dict[str, Any]) -> str:
         if name in self.exceptions:
@@ -137,7 +184,8 @@ class TextReport:
             self.metrics[record["metric"]] += 1
             value = _money(record.get("value"), record.get("value_currency"))
             metric, unique_id, time = record["metric"], record["unique_id"], record["time"]
-            return f"event     {metric:<17} {unique_id}  at {time}{value}"
+            who = _profile(record.get("profile"))
+            return f"event     {metric:<17} {unique_id}  at {time}{value}{who}"
         if name == PROFILES:
             self.counts["profile updates"] += 1
             who = self._email(record.get("email") or record.get("external_id"))
@@ -146,8 +194,7 @@ class TextReport:
                 for prop, values in (record.get(change) or {}).items():
                     parts.append(f"{change} {prop} {json.dumps(values, default=str)}")
             if record.get("properties"):
-                props = ", ".join(f"{k}={_shown(v)}" for k, v in record["properties"].items())
-                parts.append(f"set {props}")
+                parts.append(f"set {_properties(record['properties'])}")
             return "; ".join(parts)
         if name == CATALOG:
             self.counts["catalog updates"] += 1
@@ -182,13 +229,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--mapping",
         action="append",
-        required=True,
-        help="mapping file (repeat for several, applied in order)",
+        help=f"mapping file (repeat for several, applied in order); default: ${VARIABLE}",
     )
     parser.add_argument("--stream", help="source stream of plain JSON records (e.g. returns)")
     parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.add_argument(
-        "--show-emails", action="store_true", help="print e-mail addresses unmasked (text format)"
+        "--show-emails", action="store_true", help="print e-mail addresses unmasked"
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help=f"exit {EXIT_MAPPING_ERRORS} if any record hits a mapping error (for scripts and CI)",
     )
     parser.add_argument(
         "input",
@@ -204,7 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     # Rejections are part of the report; the engine's warning lines would only repeat them.
     logging.getLogger("swap_transforms").setLevel(logging.ERROR)
     try:
-        engine = MappingEngine.from_files(args.mapping)
+        files = args.mapping or requested()
+        if not files:
+            message = f"name the mapping files: --mapping FILE (or set {VARIABLE})\n"
+            sys.stderr.write(f"swap-transforms-preview: {message}")
+            return 2
+        engine = MappingEngine.from_files(files)
     except MappingFileError as error:
         sys.stderr.write(f"swap-transforms-preview: the mapping cannot be used:\n{error}\n")
         return 2
@@ -228,17 +284,28 @@ def _run(
     report = None
     if args.format == "text":
         report = TextReport(out, engine.exception_streams, show_emails=args.show_emails)
+    errors: Counter[str] = Counter()
     for source, record in read_records(stream.read(), default_stream):
         if not engine.handles(source):
             if report is not None:
                 report.unmapped[source] += 1
             continue
-        outputs = engine.map_record(source, record)
+        outputs = reproducible(engine.map_record(source, record), engine.exception_streams)
+        errors.update(
+            f"rule '{output['rule']}': {output['reason']}"
+            for name, output in outputs
+            if name in engine.exception_streams and output.get("reason") in MAPPING_ERRORS
+        )
         if report is None:
             for name, output in outputs:
-                out.write(encoder.encode({"stream": name, "record": output}).decode() + "\n")
+                shown = output if args.show_emails else mask_emails(output)
+                out.write(encoder.encode({"stream": name, "record": shown}).decode() + "\n")
         else:
             report.record(source, engine.key_of(source, record), outputs)
     if report is not None:
         report.summary()
+    if args.check and errors:
+        counts = "; ".join(f"{what} x{count}" for what, count in sorted(errors.items()))
+        sys.stderr.write(f"swap-transforms-preview: mapping errors: {counts}\n")
+        return EXIT_MAPPING_ERRORS
     return 0
