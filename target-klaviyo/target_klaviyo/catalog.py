@@ -18,8 +18,17 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from target_klaviyo.bounds import MAX_INVENTORY, MIN_INVENTORY, OUT_OF_BOUNDS, url_chunks
 from target_klaviyo.client import KlaviyoUnavailable, error_entries
-from target_klaviyo.ledger import ACCEPTED, DEDUPLICATED, REJECTED, Outcome, as_utc, chunked
+from target_klaviyo.ledger import (
+    ACCEPTED,
+    DEDUPLICATED,
+    INVALID_RECORD,
+    REJECTED,
+    Outcome,
+    as_utc,
+    chunked,
+)
 
 if TYPE_CHECKING:
     from target_klaviyo.delivery import Delivery
@@ -65,7 +74,9 @@ class RestockApplier:
         by_variant: dict[str, list[dict[str, Any]]] = {}
         for record in todo:
             by_variant.setdefault(record["variant_id"], []).append(record)
+        by_variant = self._lookupable(by_variant)
         current = self._read(list(by_variant))
+        by_variant = self._within_inventory(by_variant, current)
         missing = [v for v in by_variant if v not in current]
         self.delivery.record(
             [
@@ -107,10 +118,45 @@ class RestockApplier:
         self.delivery.record(outcomes)
         return todo
 
+    def _within_inventory(
+        self, by_variant: dict[str, list[dict[str, Any]]], current: Mapping[str, Decimal]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The restocks whose result keeps inventory in bounds; the others set aside.
+
+        A restock may lower inventory (a correction), but never below zero nor past a 32-bit
+        integer: Klaviyo would store a wrapped or negative count. Set aside, not clamped, so
+        that a person sees the source's count disagree with Klaviyo's.
+        """
+        kept: dict[str, list[dict[str, Any]]] = {}
+        outcomes: list[Outcome] = []
+        for variant, records in by_variant.items():
+            if variant not in current:
+                kept[variant] = records
+                continue
+            quantity = current[variant]
+            for record in records:
+                after = quantity + int(record["inventory_delta"])
+                if MIN_INVENTORY <= after <= MAX_INVENTORY:
+                    quantity = after
+                    kept.setdefault(variant, []).append(record)
+                    continue
+                detail = (
+                    f"inventory_delta: would leave the variant's inventory at {after}, outside "
+                    f"{MIN_INVENTORY}..{MAX_INVENTORY} (Klaviyo holds {current[variant]})"
+                )
+                outcomes.append(restock_outcome(record, INVALID_RECORD, OUT_OF_BOUNDS, detail))
+        self.delivery.record(outcomes)
+        return kept
+
     def _read(self, variant_ids: list[str]) -> dict[str, Decimal]:
-        """Current ``inventory_quantity`` of each variant that exists."""
+        """Current ``inventory_quantity`` of each variant that exists.
+
+        Ids go into the URL's filter, split so that no URL is too long (see :meth:`_lookupable`
+        for an id too long for any URL: it is left unread here).
+        """
         quantities: dict[str, Decimal] = {}
-        for chunk in chunked(variant_ids, 100):
+        chunks, _ = url_chunks(variant_ids, size=100)
+        for chunk in chunks:
             ids = ",".join(json.dumps(v) for v in chunk)
             params = {
                 "filter": f"any(ids,[{ids}])",
@@ -124,6 +170,26 @@ class RestockApplier:
                     quantity = (variant.get("attributes") or {}).get("inventory_quantity")
                     quantities[variant["id"]] = Decimal(str(quantity or 0))
         return quantities
+
+    def _lookupable(
+        self, by_variant: dict[str, list[dict[str, Any]]]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The variants whose id fits in a lookup URL; the others' restocks set aside.
+
+        The contract bounds ids to 255 characters, which always fit: this keeps a run going
+        whatever a caller (a replay, a future contract) hands in.
+        """
+        _, too_long = url_chunks(list(by_variant), size=1)
+        detail = "variant_id: too long to be looked up in Klaviyo's catalog (URL length)"
+        self.delivery.record(
+            [
+                restock_outcome(r, INVALID_RECORD, OUT_OF_BOUNDS, detail)
+                for v in too_long
+                for r in by_variant[v]
+            ]
+        )
+        refused = set(too_long)
+        return {v: records for v, records in by_variant.items() if v not in refused}
 
     # -- applying ------------------------------------------------------------------------------
 

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from target_klaviyo.bounds import OUT_OF_BOUNDS
 from target_klaviyo.client import encode, error_entries
 from target_klaviyo.integrity import NEW_PROFILE, SUPPRESSED_PROFILE, ProfileCheck
 from target_klaviyo.ledger import (
     ACCEPTED,
     DEDUPLICATED,
     HELD,
+    INVALID_RECORD,
     REJECTED,
     Outcome,
     as_utc,
@@ -189,6 +191,9 @@ class EventSender:
             flag = flags.get(str(record["profile"].get("email") or "").strip().lower())
             if flag is None:
                 keep.append(record)
+            elif flag == OUT_OF_BOUNDS:
+                detail = "profile.email: too long to be looked up in Klaviyo (URL length)"
+                held.append(event_outcome(record, INVALID_RECORD, OUT_OF_BOUNDS, detail))
             elif mode == "hold":
                 held.append(event_outcome(record, HELD, flag, _FLAG_DETAIL[flag]))
             else:

@@ -8,6 +8,10 @@ and record in the ledger the events that would create a new profile (``new_profi
 profile suppressed from email (``suppressed_profile``). ``profile_check`` says what to do then:
 ``record`` sends them anyway and flags them; ``hold`` sets them aside for a person to decide
 (``klaviyo-ops replay`` sends them later).
+
+Emails go into the lookup URL's filter, split so that no URL is too long; an email too long for
+any URL (the contract's 254 characters always fit) is flagged ``out_of_bounds`` and its events
+are set aside whatever the mode.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from target_klaviyo.ledger import chunked
+from target_klaviyo.bounds import OUT_OF_BOUNDS, url_chunks
 
 if TYPE_CHECKING:
     from target_klaviyo.delivery import Delivery
@@ -34,11 +38,12 @@ class ProfileCheck:
         self.delivery = delivery
 
     def classify(self, emails: Iterable[str]) -> dict[str, str]:
-        """``new_profile`` or ``suppressed_profile`` for each email that is one (lower-cased)."""
+        """``new_profile``, ``suppressed_profile`` or ``out_of_bounds`` per email (lower-cased)."""
         wanted = sorted({e.strip().lower() for e in emails if e})
         known: set[str] = set()
         suppressed: set[str] = set()
-        for chunk in chunked(wanted, LOOKUP_SIZE):
+        chunks, too_long = url_chunks(wanted, size=LOOKUP_SIZE)
+        for chunk in chunks:
             for profile in self._lookup(chunk):
                 attributes = profile.get("attributes") or {}
                 email = str(attributes.get("email") or "").strip().lower()
@@ -50,6 +55,7 @@ class ProfileCheck:
                     suppressed.add(email)
         flags = {email: NEW_PROFILE for email in wanted if email not in known}
         flags.update(dict.fromkeys(suppressed, SUPPRESSED_PROFILE))
+        flags.update(dict.fromkeys(too_long, OUT_OF_BOUNDS))
         return flags
 
     def _lookup(self, emails: list[str]) -> Iterator[dict[str, Any]]:

@@ -4,15 +4,17 @@ Each sink validates against ``schemas/<stream>.json`` and hands valid records to
 :class:`Delivery`.
 
 A record that breaks the contract is set aside in the ledger as ``invalid_record``, naming the
-field, and the run goes on: the schema a source declares in its SCHEMA message is not trusted,
-since the contract is what the Klaviyo payloads are built from.
+field, and the run goes on (reason ``out_of_bounds`` for a length, size, range, pattern, format,
+time window or nesting depth; ``invalid_record`` for a type, a required or an unknown field):
+the schema a source declares in its SCHEMA message is not trusted, since the contract is what
+the Klaviyo payloads are built from.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -23,6 +25,7 @@ from singer_sdk.helpers.conform import DatetimeErrorTreatmentEnum
 from singer_sdk.sinks import BatchSink
 from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
+from target_klaviyo.bounds import OUT_OF_BOUNDS, out_of_bounds
 from target_klaviyo.catalog import RestockApplier, restock_outcome
 from target_klaviyo.events import EventSender, event_outcome
 from target_klaviyo.ledger import INVALID_RECORD, MAPPER_EXCEPTION, Outcome, as_utc, utcnow
@@ -43,18 +46,37 @@ def contract(stream: str) -> dict[str, Any]:
     return schema
 
 
+#: Schema keywords whose failure means a value is out of bounds (not of the wrong shape).
+BOUND_KEYWORDS = frozenset(
+    {
+        "maxLength",
+        "maxItems",
+        "maxProperties",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "pattern",
+        "format",
+    }
+)
+
+
 class ContractValidator(BaseJSONSchemaValidator):
     """Remembers why the last record broke the contract, instead of failing the run.
 
     The SDK validates each record just before handing it to ``process_record``; the sink reads
-    :attr:`problem` there. Compiled validation keeps the common case fast; jsonschema explains.
+    :attr:`problem` and :attr:`reason` there. Compiled validation keeps the common case fast;
+    jsonschema explains. The bounds a schema cannot say (time window, nesting) come after.
     """
 
-    def __init__(self, schema: dict[str, Any]) -> None:
+    def __init__(self, schema: dict[str, Any], stream: str = "") -> None:
         super().__init__(schema)
         self._check = fastjsonschema.compile(schema, formats={"date-time": _is_datetime})
         self._explain = Draft7Validator(schema, format_checker=DATE_TIME)
+        self.stream = stream
         self.problem: str | None = None
+        self.reason: str = INVALID_RECORD
 
     def validate(self, record: dict[str, Any]) -> None:
         try:
@@ -64,8 +86,11 @@ class ContractValidator(BaseJSONSchemaValidator):
             where = ".".join(str(p) for p in error.absolute_path) if error else ""
             why = _describe(error) if error else "does not match the contract"
             self.problem = f"{where or 'record'}: {why}"
-        else:
-            self.problem = None
+            bound = error is not None and error.validator in BOUND_KEYWORDS
+            self.reason = OUT_OF_BOUNDS if bound else INVALID_RECORD
+            return
+        self.problem = out_of_bounds(self.stream, record, datetime.now(timezone.utc))
+        self.reason = OUT_OF_BOUNDS
 
 
 def _is_datetime(value: object) -> bool:
@@ -86,6 +111,13 @@ def _is_time(value: object) -> bool:
 #: jsonschema's own date-time check needs an optional package; this one is the same test as above.
 DATE_TIME = FormatChecker(formats=())
 DATE_TIME.checks("date-time")(_is_datetime)
+
+
+def _loggable_key(key: Any) -> str:
+    """A record's key for a log line: an id by contract, but not shown when it is not one."""
+    if isinstance(key, str) and 0 < len(key) <= 255 and "@" not in key:
+        return key
+    return "(not shown)"
 
 
 def _describe(error: Any) -> str:
@@ -120,7 +152,7 @@ class KlaviyoSink(BatchSink):
         self.target = target
 
     def get_validator(self) -> ContractValidator:
-        self.contract_validator = ContractValidator(self.schema)
+        self.contract_validator = ContractValidator(self.schema, self.stream_name)
         return self.contract_validator
 
     @property
@@ -146,12 +178,14 @@ class KlaviyoSink(BatchSink):
     def process_record(self, record: dict[str, Any], context: dict[str, Any]) -> None:
         problem = self.contract_validator.problem
         if problem is not None:
-            self.delivery.record([self.invalid(record, problem)])
+            reason = self.contract_validator.reason
+            self.delivery.record([self.invalid(record, problem, reason)])
             self.logger.warning(
-                "Set aside an invalid %s record (%s=%s): %s",
+                "Set aside a record of %s (%s, %s=%s): %s",
                 self.stream_name,
+                reason,
                 self.record_key,
-                record.get(self.record_key),
+                _loggable_key(record.get(self.record_key)),
                 problem,
             )
             return
@@ -189,12 +223,14 @@ class KlaviyoSink(BatchSink):
             safe["profile"] = {k: v for k, v in profile.items() if isinstance(v, str)}
         return safe
 
-    def invalid(self, record: dict[str, Any], problem: str) -> Outcome:
+    def invalid(
+        self, record: dict[str, Any], problem: str, reason: str = INVALID_RECORD
+    ) -> Outcome:
         return Outcome(
             stream=self.stream_name,
             record_key=str(record.get(self.record_key) or "(missing)"),
             outcome=INVALID_RECORD,
-            reason=INVALID_RECORD,
+            reason=reason,
             detail=problem,
             source_id=record.get("source_id") or record.get("source_key"),
             payload=record,
@@ -209,8 +245,10 @@ class EventsSink(KlaviyoSink):
     def deliver(self, records: list[dict[str, Any]]) -> None:
         self.delivery.background.submit(EventSender(self.delivery).send, records)
 
-    def invalid(self, record: dict[str, Any], problem: str) -> Outcome:
-        outcome = event_outcome(self.readable(record), INVALID_RECORD, INVALID_RECORD, problem)
+    def invalid(
+        self, record: dict[str, Any], problem: str, reason: str = INVALID_RECORD
+    ) -> Outcome:
+        outcome = event_outcome(self.readable(record), INVALID_RECORD, reason, problem)
         outcome.record_key = str(record.get("unique_id") or "(missing)")
         outcome.payload = record
         return outcome
@@ -230,14 +268,16 @@ class ProfileUpdatesSink(KlaviyoSink):
         self.delivery.background.flush()
         ProfileImporter(self.delivery).send(self.delivery.pending_profiles.claim_all())
 
-    def invalid(self, record: dict[str, Any], problem: str) -> Outcome:
+    def invalid(
+        self, record: dict[str, Any], problem: str, reason: str = INVALID_RECORD
+    ) -> Outcome:
         merged = MergedUpdate(identity=identity_of(self.readable(record)))
         merged.records.append(record)
         return Outcome(
             stream=PROFILE_STREAM,
             record_key=str(record.get("update_id") or "(missing)"),
             outcome=INVALID_RECORD,
-            reason=INVALID_RECORD,
+            reason=reason,
             detail=problem,
             source_id=record.get("source_id"),
             profile_hash=merged.hash,
@@ -257,8 +297,10 @@ class CatalogVariantsSink(KlaviyoSink):
     def deliver(self, records: list[dict[str, Any]]) -> None:
         self.applier.send(records)
 
-    def invalid(self, record: dict[str, Any], problem: str) -> Outcome:
-        outcome = restock_outcome(self.readable(record), INVALID_RECORD, INVALID_RECORD, problem)
+    def invalid(
+        self, record: dict[str, Any], problem: str, reason: str = INVALID_RECORD
+    ) -> Outcome:
+        outcome = restock_outcome(self.readable(record), INVALID_RECORD, reason, problem)
         outcome.record_key = str(record.get("restock_key") or "(missing)")
         outcome.payload = record
         return outcome

@@ -133,10 +133,11 @@ def test_a_bad_email_in_one_profile_sets_aside_its_events_and_sends_the_rest(
 
 
 def test_an_oversized_string_sets_aside_exactly_that_event(klaviyo, config, ledger_path):
-    # A property *name* over 100 KB: the target does not screen names, Klaviyo refuses it with a
-    # pointer to that event, and only that event is set aside.
+    # A property *name* over 100 KB of UTF-8 (within the contract's 102,400 characters): the
+    # target does not screen names' bytes, Klaviyo refuses it with a pointer to that event, and
+    # only that event is set aside.
     records = [event(f"e-{i}", f"c{i % 5}@example.com") for i in range(30)]
-    records[17] = event("huge", "c2@example.com", properties={"k" * 110_000: 1})
+    records[17] = event("huge", "c2@example.com", properties={"\u00e9" * 60_000: 1})
     run = run_target(config, singer(records))
     assert run.error is None
 
