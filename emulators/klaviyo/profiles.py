@@ -113,19 +113,36 @@ class PropertyPatch:
             raise ApiError.invalid(detail, where + "/patch_properties/unset")
         return cls(patch.append, patch.unappend, keys)
 
-    def apply(self, properties: dict[str, Any]) -> None:
+    def apply(self, properties: dict[str, Any], *, keep_duplicates: bool = False) -> None:
+        """Apply the patch; ``keep_duplicates`` is the pessimistic reading of Klaviyo's docs.
+
+        Klaviyo does not document whether ``append`` skips a value already present, nor whether
+        ``unappend`` removes every occurrence: with ``keep_duplicates`` an append always adds
+        and an unappend removes one occurrence, so a client that appends twice is seen to.
+        """
         for key, value in (self.append or {}).items():
             items = _as_list(properties.get(key))
             for item in _as_list(value):
-                if item not in items:
+                if keep_duplicates or item not in items:
                     items.append(item)
             properties[key] = items
         for key, value in (self.unappend or {}).items():
             if key in properties:
-                removed = _as_list(value)
-                properties[key] = [i for i in _as_list(properties[key]) if i not in removed]
+                properties[key] = _unappended(
+                    _as_list(properties[key]), _as_list(value), keep_duplicates=keep_duplicates
+                )
         for key in self.unset:
             properties.pop(key, None)
+
+
+def _unappended(items: list[Any], removed: list[Any], *, keep_duplicates: bool) -> list[Any]:
+    if not keep_duplicates:
+        return [i for i in items if i not in removed]
+    kept = list(items)
+    for value in removed:
+        if value in kept:
+            kept.remove(value)  # one occurrence
+    return kept
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -198,8 +215,10 @@ class Profile:
 class ProfileStore:
     """All profiles, indexed by id and by each identifier. Not thread-safe: the caller locks."""
 
-    def __init__(self, new_id: Callable[[], str]) -> None:
+    def __init__(self, new_id: Callable[[], str], *, list_duplicates: bool = False) -> None:
         self._new_id = new_id
+        #: ``append`` keeps duplicates and ``unappend`` removes one (see PropertyPatch.apply).
+        self.list_duplicates = list_duplicates
         self.profiles: list[Profile] = []
         self.by_id: dict[str, Profile] = {}
         self._index: dict[str, Profile] = {}
@@ -240,7 +259,7 @@ class ProfileStore:
                     if value is not None:
                         properties[key] = value
             if change.patch is not None:
-                change.patch.apply(profile.properties)
+                change.patch.apply(profile.properties, keep_duplicates=self.list_duplicates)
         profile.updated = now
         return profile
 

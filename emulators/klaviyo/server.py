@@ -64,6 +64,7 @@ class KlaviyoEmulator(EmulatorServer):
         time_scale: float = 1.0,
         job_delay: float = 0.1,
         keep_event_properties: bool = True,
+        list_duplicates: bool = False,
         seed: int = 0,
         port: int = 0,
         host: str = "127.0.0.1",
@@ -77,6 +78,8 @@ class KlaviyoEmulator(EmulatorServer):
         self.time_scale = time_scale
         self.job_delay = job_delay
         self.keep_event_properties = keep_event_properties
+        #: List properties keep a value appended twice, and lose one occurrence per unappend.
+        self.list_duplicates = list_duplicates
         self.seed = seed
         self._lock = threading.RLock()
         self._scheduler = JobScheduler(job_delay, time_scale=time_scale, seed=seed)
@@ -93,7 +96,9 @@ class KlaviyoEmulator(EmulatorServer):
 
     def _init_state(self) -> None:
         self._ids = IdFactory(self.seed)
-        self._profiles = profile_model.ProfileStore(self._ids.new)
+        self._profiles = profile_model.ProfileStore(
+            self._ids.new, list_duplicates=self.list_duplicates
+        )
         self._events = EventLog(keep_properties=self.keep_event_properties)
         self._catalog = catalog_model.Catalog()
         self._segments: list[segment_model.Segment] = []
