@@ -21,7 +21,7 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter, encoder
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
-from swap_transforms.mapper import SwapTransformsMapper
+from swap_transforms.mapper import PrivateMsgSpecReader, SwapTransformsMapper
 from tests.transforms.conftest import DEFAULT_MAPPING, TRANSFORMS, a_return
 
 SWAP_TRANSFORMS = Path(sys.executable).parent / "swap-transforms"
@@ -120,22 +120,37 @@ def test_numbers_stay_numbers(capsysbinary: pytest.CaptureFixture[bytes]) -> Non
     assert started["record"]["properties"]["Items"][0]["Quantity"] == 1
 
 
-def test_a_record_before_its_schema_still_gets_schemas(
+def test_a_record_before_its_schema_is_set_aside(
     capsysbinary: pytest.CaptureFixture[bytes],
 ) -> None:
-    out = run_in_process(lines(record("returns", a_return())), capsysbinary)
+    out = run_in_process(
+        lines(record("returns", a_return()), schema("returns"), record("returns", a_return())),
+        capsysbinary,
+    )
     assert out[0]["type"] == "SCHEMA"
-    assert len([m for m in out if m["type"] == "SCHEMA"]) == 4
+    assert out[0]["stream"] == "integration_exceptions"
+    set_aside = out[1]["record"]
+    assert (set_aside["source_key"], set_aside["reason"]) == ("ret_100", "unreadable_record")
+    assert set_aside["detail"] == "input line 1: a RECORD of stream 'returns' before its SCHEMA"
+    # After its SCHEMA the same record is mapped.
+    assert any(m.get("stream") == "klaviyo_events" for m in out)
 
 
-def test_an_unreadable_line_stops_without_quoting_it(
+def test_an_unreadable_line_is_set_aside_without_quoting_it(
     capsysbinary: pytest.CaptureFixture[bytes], caplog: pytest.LogCaptureFixture
 ) -> None:
-    mapper = SwapTransformsMapper(config={"mapping_files": [str(DEFAULT_MAPPING)]})
-    with pytest.raises(InvalidInputLine) as error:
-        mapper.listen(io.StringIO('{"customer_email": "maria@example.org", \n'))
-    assert "maria" not in str(error.value)
+    out = run_in_process('{"customer_email": "maria@example.org", \n', capsysbinary)
+    [(schema_message, set_aside)] = [(out[0], out[1]["record"])]
+    assert schema_message["stream"] == "integration_exceptions"
+    assert set_aside["detail"] == "input line 1: the line is not valid JSON"
+    assert "maria" not in json.dumps(out)
     assert "maria" not in caplog.text
+
+
+def test_without_the_quarantine_hook_the_reader_refuses_unquoted() -> None:
+    with pytest.raises(InvalidInputLine) as error:
+        PrivateMsgSpecReader().deserialize_json('{"customer_email": "maria@example.org", ')
+    assert "maria" not in str(error.value)
 
 
 def test_config_is_validated() -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import fastjsonschema
 
+from swap_transforms.budgets import METER, BudgetError, check_items
 from swap_transforms.contract import Contract
 from swap_transforms.errors import EvaluationError, MappingFileError, Problem, describe
 from swap_transforms.helpers import iso_timestamp, stable_hash
@@ -35,7 +36,7 @@ from swap_transforms.program import (
     load_program,
 )
 from swap_transforms.sandbox import Scope
-from swap_transforms.values import check_native, iterate, locate_failure
+from swap_transforms.values import check_native, check_output, iterate, locate_failure
 
 MAPPING_ERROR = "mapping_error"
 INVALID_OUTPUT = "invalid_output"
@@ -183,6 +184,18 @@ class MappingEngine:
             return None if value is None else str(value)
         return None
 
+    def key_field(self, stream: str | None) -> str | None:
+        """The field that keys records of `stream`, as its (first) mapping names it."""
+        for rules in self._streams.get(stream or "", ()):
+            return rules.key
+        return None
+
+    def exceptions_stream_for(self, stream: str | None) -> str:
+        """Where exceptions about records of `stream` go (the first mapping's stream)."""
+        for rules in self._streams.get(stream or "", ()):
+            return rules.program.exceptions_stream
+        return self.programs[0].exceptions_stream
+
     def handles(self, stream: str) -> bool:
         return stream in self._streams
 
@@ -198,6 +211,7 @@ class MappingEngine:
     def map_record(self, stream: str, record: dict[str, Any]) -> list[Output]:
         """Every output record for one source record, in rule order; [] for unmapped streams."""
         outputs: list[Output] = []
+        METER.start_record()  # the evaluation budgets (budgets.py) are per record
         for rules in self._streams.get(stream, ()):
             _RecordRun(self, rules, record, outputs).run()
         return outputs
@@ -229,6 +243,7 @@ class _RecordRun:
         first = self.rules.first_check
         if first is None:
             return False
+        METER.start_rule()
         try:
             index = first(self.scope)
         except Exception:  # noqa: BLE001 - any failure of the analyst's expression
@@ -256,29 +271,38 @@ class _RecordRun:
         return True
 
     def _run_rule(self, rule: Rule) -> None:
+        METER.start_rule()
         if rule.for_each is None:
             self._run_item(rule, self.scope, "")
             return
         binding, items_expression = rule.for_each
         try:
             items = list(iterate(items_expression(self.scope)))
+            check_items(len(items), "a for_each list")
         except Exception as error:  # noqa: BLE001
             self._exception(rule, MAPPING_ERROR, f"for_each: {describe(error)}")
             return
         for index, item in enumerate(items):
+            try:
+                METER.step()  # an item is a step, whatever its expressions do
+            except BudgetError as error:
+                self._exception(rule, MAPPING_ERROR, f"item {index}: {describe(error)}")
+                return
             self._run_item(rule, self.scope.child(binding, item), f"item {index}: ")
 
     def _run_item(self, rule: Rule, scope: Scope, where: str) -> None:
+        steps = METER.steps
         try:
             produced = rule.body(scope)  # one record per emit, or None (`when` false)
             if produced is None:
                 return
             for record in produced:
-                check_native(record)
+                check_output(record)
         except RecursionError:
             self._exception(rule, OUT_OF_BOUNDS, f"{where}an output is nested too deep")
             return
         except Exception as error:  # noqa: BLE001
+            METER.rewind(steps)  # parts re-run with the budget they had (see locate_failure)
             failure = self._locate(rule, scope, error)
             self._exception(rule, MAPPING_ERROR, where + describe(failure))
             return
@@ -314,9 +338,11 @@ class _RecordRun:
             except Exception as when_error:  # noqa: BLE001
                 return EvaluationError("when", when_error)
         for emit in rule.emits:
+            steps = METER.steps
             try:
                 check_native(emit.value.expression(scope))
             except Exception as emit_error:  # noqa: BLE001
+                METER.rewind(steps)
                 failure = locate_failure(emit.value, scope, emit_error)
                 if len(rule.emits) == 1:  # as in start-up errors, name the output if ambiguous
                     return failure

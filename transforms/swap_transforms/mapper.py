@@ -10,8 +10,9 @@ The mapping files are loaded and checked when the mapper starts, before any inpu
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
-from typing import IO, TYPE_CHECKING, Any, ClassVar
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
 import click
 import msgspec
@@ -23,8 +24,18 @@ from singer_sdk.singerlib import Message, RecordMessage, SchemaMessage, StateMes
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from swap_transforms.contract import Contract
-from swap_transforms.engine import MappingEngine
+from swap_transforms.engine import MappingEngine, Output, utc_now
 from swap_transforms.errors import MappingFileError
+from swap_transforms.helpers import stable_hash
+from swap_transforms.quarantine import (
+    Repairs,
+    UnreadableLineError,
+    fingerprint,
+    read_slowly,
+    record_key,
+)
+
+UNREADABLE = "unreadable_record"
 
 if TYPE_CHECKING:
     from pathlib import PurePath
@@ -37,8 +48,14 @@ class PrivateMsgSpecReader(MsgSpecReader):
     """The SDK's msgspec reader, minus logging the unparsable line (it may hold personal data).
 
     Standard input is read as bytes: msgspec decodes UTF-8 JSON itself, so decoding each line
-    into text first only cost time.
+    into text first only cost time. A line that cannot be taken (see `quarantine`) is handed to
+    `on_unreadable` and reading goes on; without that hook it stops the run, unquoted.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.repairs = Repairs()
+        self.on_unreadable: Callable[[UnreadableLineError, bytes | str, int], None] | None = None
 
     @property
     def default_input(self) -> IO[Any]:  # type: ignore[override]
@@ -47,9 +64,58 @@ class PrivateMsgSpecReader(MsgSpecReader):
     def deserialize_json(self, line: str | bytes) -> dict[str, Any]:
         try:
             return decoder.decode(line)  # type: ignore[no-any-return]
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            pass
+        if self.on_unreadable is None:
             msg = "Unable to parse an input line as JSON (not shown: it may hold personal data)"
             raise InvalidInputLine(msg) from None
+        return read_slowly(line, self.repairs)
+
+    def process_lines(
+        self,
+        file_input: IO[Any] | None,
+        callbacks: dict[str, Callable[[dict[str, Any]], None]],
+    ) -> Counter[str]:
+        """The SDK's loop, with each unreadable line set aside instead of ending the run."""
+        stats: Counter[str] = Counter()
+        for number, line in enumerate(file_input or self.default_input, start=1):
+            if not line.strip():
+                continue  # an empty line holds nothing to lose
+            try:
+                message = self.deserialize_json(line)
+                kind = message_type(message)
+                callbacks[kind](message)
+            except UnreadableLineError as error:
+                if self.on_unreadable is None:
+                    raise
+                self.on_unreadable(error, line, number)
+                kind = "UNREADABLE"
+            stats[kind] += 1
+        return stats
+
+
+def message_type(message: dict[str, Any]) -> str:
+    """The Singer message type, if the message has what that type needs; else unreadable."""
+    kind = message.get("type")
+    needs = _NEEDS.get(kind) if isinstance(kind, str) else None
+    if needs is None:
+        raise UnreadableLineError("the line is not a Singer message (no known type)")
+    stream = message.get("stream")
+    for key, expected in needs:
+        if not isinstance(message.get(key), expected):
+            shown = stream if isinstance(stream, str) else None
+            raise UnreadableLineError(f"a {kind} message without a valid '{key}'", shown)
+    return cast("str", kind)
+
+
+#: What each message type the mapper reads must hold.
+_NEEDS: dict[str, tuple[tuple[str, type | tuple[type, ...]], ...]] = {
+    "RECORD": (("stream", str), ("record", dict)),
+    "SCHEMA": (("stream", str), ("schema", dict)),
+    "STATE": (("value", (dict, list, str, int, float, type(None))),),
+    "ACTIVATE_VERSION": (("stream", str),),
+    "BATCH": (("stream", str),),
+}
 
 
 class PerInputMsgSpecWriter(MsgSpecWriter):
@@ -153,6 +219,11 @@ class SwapTransformsMapper(InlineMapper):
             tolerated_rules=self.config.get("tolerated_rules") or (),
         )
         self._withheld_states = 0
+        self._set_aside_lines = 0
+        self._source_schemas: set[str] = set()  # source streams whose SCHEMA was read
+        reader = self.message_reader
+        if isinstance(reader, PrivateMsgSpecReader):
+            reader.on_unreadable = self._set_aside_line
         self._schemas_sent: set[str] = set()
         self._schemas_complete: set[str] = set()  # source streams whose outputs all had one
         self._dropped: set[str] = set()
@@ -174,6 +245,10 @@ class SwapTransformsMapper(InlineMapper):
         except MappingFileError as error:
             click.echo(f"{cls.name}: the mapping cannot be used:\n{error}", err=True)
             sys.exit(2)
+
+    def _passed_through(self, stream: str) -> bool:
+        """A source's own exceptions stream (the tap's set-aside records): sent on unchanged."""
+        return stream in self.engine.exception_streams and not self.engine.handles(stream)
 
     def _mapped(self, stream: str) -> bool:
         if self.engine.handles(stream):
@@ -199,6 +274,14 @@ class SwapTransformsMapper(InlineMapper):
     def process_endofpipe(self) -> None:
         self._flush()
         self._log_held_failures()
+        reader = self.message_reader
+        if isinstance(reader, PrivateMsgSpecReader) and reader.repairs.counts:
+            repaired = ", ".join(f"{k} {n}" for k, n in sorted(reader.repairs.counts.items()))
+            self.logger.warning("Lone surrogates in free text repaired to U+FFFD: %s", repaired)
+        if self._set_aside_lines:
+            self.logger.warning(
+                "%d input line(s) set aside as %s", self._set_aside_lines, UNREADABLE
+            )
         super().process_endofpipe()
 
     def _log_held_failures(self) -> None:
@@ -226,16 +309,39 @@ class SwapTransformsMapper(InlineMapper):
         if stream in self._schemas_complete:
             return messages
         for name in self.engine.output_streams(stream):
-            if name not in self._schemas_sent:
-                self._schemas_sent.add(name)
-                output = self.engine.outputs[name]
-                messages.append(SchemaMessage(name, output.schema, output.key_properties))
+            messages.extend(self._output_schema(name))
         self._schemas_complete.add(stream)
         return messages
 
+    def _output_schema(self, name: str) -> list[Message]:
+        """The SCHEMA of output `name` if it was not sent yet (the contract's schema)."""
+        if name in self._schemas_sent:
+            return []
+        self._schemas_sent.add(name)
+        output = self.engine.outputs[name]
+        return [SchemaMessage(name, output.schema, output.key_properties)]
+
     def map_schema_message(self, message_dict: dict[str, Any]) -> Iterable[Message]:
         stream = message_dict["stream"]
-        return self._schema_messages(stream) if self._mapped(stream) else []
+        if self._passed_through(stream):
+            return self._output_schema(stream)
+        if not self._mapped(stream):
+            return []
+        self._source_schemas.add(stream)
+        return self._schema_messages(stream)
+
+    def _record_outputs(self, message_dict: dict[str, Any]) -> tuple[list[Message], list[Output]]:
+        """SCHEMA messages still to send and the output records of one RECORD message."""
+        stream, record = message_dict["stream"], message_dict["record"]
+        if self._passed_through(stream):
+            return self._output_schema(stream), [(stream, record)]
+        if not self._mapped(stream):
+            return [], []
+        if stream not in self._source_schemas:
+            raise UnreadableLineError(
+                f"a RECORD of stream '{stream}' before its SCHEMA", stream, record
+            )
+        return self._schema_messages(stream), self.engine.map_record(stream, record)
 
     def _process_record_message(self, message_dict: dict[str, Any]) -> None:
         writer = self.message_writer
@@ -243,25 +349,43 @@ class SwapTransformsMapper(InlineMapper):
             super()._process_record_message(message_dict)
             return
         # The messages `map_record_message` gives, written without building RECORD messages.
-        stream = message_dict["stream"]
-        if self._mapped(stream):
-            for message in self._schema_messages(stream):
-                writer.write_message(message)
-            for name, record in self.engine.map_record(stream, message_dict["record"]):
-                writer.write_record(name, record)
+        schemas, outputs = self._record_outputs(message_dict)
+        for message in schemas:
+            writer.write_message(message)
+        for name, record in outputs:
+            writer.write_record(name, record)
         writer.flush()
 
     def map_record_message(self, message_dict: dict[str, Any]) -> Iterable[Message]:
-        stream = message_dict["stream"]
-        if not self._mapped(stream):
-            return []
-        # A tap that sends a RECORD before its SCHEMA still gets valid output.
-        messages = self._schema_messages(stream)
-        messages.extend(
-            RecordMessage(stream=name, record=record)
-            for name, record in self.engine.map_record(stream, message_dict["record"])
+        schemas, outputs = self._record_outputs(message_dict)
+        schemas.extend(RecordMessage(stream=name, record=record) for name, record in outputs)
+        return schemas
+
+    def _set_aside_line(self, error: UnreadableLineError, line: bytes | str, number: int) -> None:
+        """An input line that cannot be taken becomes an `unreadable_record` exception."""
+        stream = error.stream
+        key = record_key(error.record, self.engine.key_field(stream))
+        name = self.engine.exceptions_stream_for(stream)
+        record = {
+            "exception_id": stable_hash(stream, key or fingerprint(line), None, UNREADABLE),
+            "source_stream": stream or "(unknown)",
+            "source_key": key,
+            "rule": None,
+            "reason": UNREADABLE,
+            "detail": f"input line {number}: {error.what}",
+            "source_updated_at": None,
+            "occurred_at": utc_now(),
+        }
+        self._set_aside_lines += 1
+        self.logger.warning(
+            "Input line %d (stream %s, key %s) set aside as %s: %s",
+            number,
+            stream or "unknown",
+            key or "unreadable",
+            UNREADABLE,
+            error.what,
         )
-        return messages
+        self._write_messages([*self._output_schema(name), RecordMessage(name, record)])
 
     def map_state_message(self, message_dict: dict[str, Any]) -> Iterable[Message]:
         """STATE passes through, unless a record has failed in a way that holds the bookmark.
