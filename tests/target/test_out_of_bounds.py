@@ -1,0 +1,249 @@
+"""The contract's bounds: a record outside is set aside naming the field, on SQLite and PostgreSQL.
+
+Each case goes through the ``target-klaviyo`` executable among good records: the bad one is
+recorded as ``invalid_record`` / ``out_of_bounds``, every good one is delivered, STATE is
+emitted, the next run delivers new records, and the log holds none of the personal data used.
+The ledger stores whatever a record holds (NUL, lone surrogates, overlong ids) without
+``DataError``; lookups never build a URL longer than about 8 KB.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import sqlalchemy as sa
+
+from emulators.http import Request
+from target_klaviyo.bounds import MAX_FILTER_CHARS, url_chunks
+from target_klaviyo.ledger import Outcome
+from tests.support.ledger import migrated_ledger
+from tests.target.conftest import (
+    EVENTS,
+    EXCEPTIONS,
+    KEY,
+    PROFILES,
+    VARIANTS,
+    RecordingKlaviyo,
+    event,
+    exception,
+    iso,
+    ledger_rows,
+    now,
+    properties_of,
+    restock,
+    run_cli,
+    run_target,
+    singer,
+    state,
+    states_of,
+    update,
+)
+
+T1 = "2026-02-01T10:00:00+00:00"
+SECRET = "zoe.quixote"
+LONG_EMAIL = SECRET + "x" * 250 + "@example.org"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_at(request, config, ledger_path):
+    """Where this test's runs keep their ledger: its SQLite file, or a PostgreSQL database URL."""
+    if request.param == "sqlite":
+        return ledger_path
+    config["ledger_url"] = request.getfixturevalue("postgres_db")
+    return config["ledger_url"]
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(levels):
+        value = {"in": value}
+    return value
+
+
+def _with(item: tuple[str, dict[str, Any]], **changes: Any) -> tuple[str, dict[str, Any]]:
+    stream, record = item
+    return stream, {**record, **changes}
+
+
+#: (stream, key) -> (the record, the start of its ledger detail)
+CASES: dict[tuple[str, str], tuple[tuple[str, dict[str, Any]], str]] = {
+    (EVENTS, "long-email"): (event("long-email", LONG_EMAIL), "profile.email: fails 'maxLength'"),
+    (EVENTS, "old-time"): (event("old-time", time="1999-12-31T23:00:00+00:00"), "time: before"),
+    (EVENTS, "future-time"): (
+        event("future-time", time=iso(now() + timedelta(days=3))),
+        "time: more than a day after",
+    ),
+    (EVENTS, "huge-value"): (event("huge-value", value=10**13), "value: fails 'maximum'"),
+    (EVENTS, "deep"): (
+        event("deep", properties={"x": _nested(12)}),
+        "properties: nested deeper than 10 levels",
+    ),
+    (EVENTS, "many"): (
+        event("many", properties={f"p{i}": i for i in range(401)}),
+        "properties: fails 'maxProperties' (400)",
+    ),
+    (EVENTS, "long-source"): (
+        _with(event("long-source"), source_id="r" * 300),
+        "source_id: fails 'maxLength' (255)",
+    ),
+    (PROFILES, "u-9999"): (
+        update("u-9999", "ana@example.com", as_of="9999-01-01T00:00:00+00:00", properties={"a": 1}),
+        "as_of: more than a day after",
+    ),
+    (PROFILES, "u-name"): (
+        update("u-name", "bob@example.com", as_of=T1, append={"n" * 200: ["R-1"]}),
+        "append: a property name longer than 128",
+    ),
+    (PROFILES, "u-value"): (
+        update("u-value", "bob@example.com", as_of=T1, append={"swap_open_returns": ["R" * 300]}),
+        "append.swap_open_returns.0: fails 'maxLength' (255)",
+    ),
+    (VARIANTS, "r-long"): (
+        _with(restock("r-long", "A", 1), variant_id="$custom:::$default:::" + "S" * 300),
+        "variant_id: fails 'maxLength' (255)",
+    ),
+    (VARIANTS, "r-negative"): (restock("r-negative", "A", -5), "inventory_delta: would leave"),
+    (EXCEPTIONS, "x-reason"): (
+        _with(exception("x-reason"), reason="r" * 200),
+        "reason: fails 'maxLength' (128)",
+    ),
+}
+
+
+def _input(extra: list[Any]) -> str:
+    items: list[Any] = [event("g-0", "cid@example.com")]
+    for index, (item, _) in enumerate(CASES.values(), start=1):
+        items += [item, event(f"g-{index}", "cid@example.com")]
+    # Good records of each stream: an update of the profile the 9999 one would have frozen, a
+    # restock lowering inventory within bounds, one whose source_id holds a NUL byte.
+    items += [
+        update("u-later", "ana@example.com", as_of=T1, properties={"a": 2}),
+        restock("r-lower", "B", -2),
+        _with(event("nul-source", "cid@example.com"), source_id="ret-\x00-1"),
+        *extra,
+    ]
+    return singer(items)
+
+
+def test_each_out_of_bounds_record_is_set_aside_naming_its_field(
+    klaviyo, config, ledger_at, tmp_path
+):
+    klaviyo.add_variants(["A"], inventory=2)
+    klaviyo.add_variants(["B"], inventory=5)
+    first = run_cli(config, _input([state({"bookmark": 1})]), tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert states_of(first.stdout) == [{"bookmark": 1}]
+
+    rows = {(r["stream"], r["record_key"]): r for r in ledger_rows(ledger_at)}
+    for (stream, key), (_, detail) in CASES.items():
+        row = rows[(stream, key)]
+        assert (row["outcome"], row["reason"]) == ("invalid_record", "out_of_bounds"), key
+        assert row["detail"].startswith(detail), (key, row["detail"])
+    delivered = {e["unique_id"] for e in klaviyo.events()}
+    assert delivered == {f"g-{i}" for i in range(len(CASES) + 1)} | {"nul-source"}
+    assert rows[(EVENTS, "nul-source")]["source_id"] == "ret-\ufffd-1"
+    # The 9999 update froze nothing: the next one applied; inventory never went below zero.
+    assert properties_of(klaviyo, "ana@example.com") == {"a": 2}
+    assert klaviyo.variant("$custom:::$default:::A")["inventory_quantity"] == 2
+    assert klaviyo.variant("$custom:::$default:::B")["inventory_quantity"] == 3
+    assert SECRET not in first.stderr
+
+    second = run_cli(
+        config, singer([event("next", "dan@example.com"), state({"bookmark": 2})]), tmp_path
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert states_of(second.stdout) == [{"bookmark": 2}]
+    assert "next" in {e["unique_id"] for e in klaviyo.events()}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_ledger_stores_nul_surrogates_and_overlong_values(request, tmp_path, backend):
+    url = (
+        f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_db")
+    )
+    ledger = migrated_ledger(url)
+    try:
+        ledger.record(
+            [
+                Outcome(
+                    stream="s" * 100,
+                    record_key="k\x00" * 200,
+                    outcome="invalid_record",
+                    reason="r" * 200,
+                    detail="broken \ud83d and \x00",
+                    metric="m" * 200,
+                    source_id="a\x00b" + "s" * 300,
+                    payload={"note": "\x00\ud800"},
+                )
+            ]
+        )
+    finally:
+        ledger.close()
+    [row] = ledger_rows(url if backend == "postgresql" else tmp_path / "ledger.sqlite")
+    assert (len(row["stream"]), len(row["record_key"]), len(row["reason"])) == (64, 255, 128)
+    assert (len(row["metric"]), len(row["source_id"])) == (128, 255)
+    assert row["source_id"].startswith("a\ufffdb")
+    assert row["detail"] == "broken \ufffd and \ufffd"
+    assert json.loads(row["payload"]) == {"note": "\x00\ud800"}, "kept exactly, as JSON escapes"
+
+
+def test_database_errors_do_not_show_their_parameters(tmp_path):
+    ledger = migrated_ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}", run_id="run-secret-1")
+    try:
+        ledger.start_run()
+        with pytest.raises(sa.exc.IntegrityError) as error:
+            ledger.start_run()  # the same run id again
+    finally:
+        ledger.close()
+    assert "run-secret-1" not in str(error.value)
+    assert "parameters hidden" in str(error.value)
+
+
+class UrlRecordingKlaviyo(RecordingKlaviyo):
+    """Also keeps the length of each lookup's query string."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.query_lengths: list[int] = []
+
+    def record(self, request: Request, status: int) -> None:
+        super().record(request, status)
+        if request.method == "GET":
+            self.query_lengths.append(len(urlencode(request.query, doseq=True)))
+
+
+def _long_email(i: int) -> str:
+    return f"{i:03d}" + "a" * 60 + "@" + ".".join(["b" * 60, "c" * 60, "d" * 50]) + ".com"
+
+
+def test_lookups_are_split_so_no_url_is_too_long(config, ledger_path):
+    klaviyo = UrlRecordingKlaviyo(api_key=KEY, rate_limits=False, job_delay=0.02)
+    with klaviyo:
+        skus = [f"{i:03d}" + "S" * 220 for i in range(40)]
+        klaviyo.add_variants(skus, inventory=1)
+        items = [event(f"e-{i}", _long_email(i)) for i in range(40)]
+        items += [restock(f"r-{i}", sku, 1) for i, sku in enumerate(skus)]
+        run = run_target(
+            {**config, "api_url": klaviyo.url, "profile_check": "record"}, singer(items)
+        )
+        assert run.error is None, repr(run.error)
+        assert len(klaviyo.query_lengths) > 2, "the lookups were split"
+        assert max(klaviyo.query_lengths) < 8000
+        assert all(v["inventory_quantity"] == 2 for v in klaviyo.variants())
+        assert len(klaviyo.events()) == 40
+
+
+def test_url_chunks_keep_within_the_budget_and_hand_back_what_cannot_fit():
+    values = ["a" * 100] * 10 + ["b" * 5000] + ["c" * 10]
+    chunks, too_long = url_chunks(values, size=100, budget=500)
+    assert too_long == ["b" * 5000]
+    assert [len(c) for c in chunks] == [4, 4, 3]
+    assert [v for chunk in chunks for v in chunk] == ["a" * 100] * 10 + ["c" * 10]
+    assert url_chunks(["x"] * 250, size=100)[0] == [["x"] * 100, ["x"] * 100, ["x"] * 50]
+    assert MAX_FILTER_CHARS < 8000
