@@ -27,6 +27,7 @@ from swap_transforms.contract import Contract
 from swap_transforms.engine import MappingEngine, Output, utc_now
 from swap_transforms.errors import MappingFileError
 from swap_transforms.helpers import stable_hash
+from swap_transforms.overrides import check_effective
 from swap_transforms.quarantine import (
     Repairs,
     UnreadableLineError,
@@ -212,6 +213,8 @@ class SwapTransformsMapper(InlineMapper):
             message_reader=message_reader,
             message_writer=message_writer,
         )
+        # SWAP_TRANSFORMS_MAPPING_FILES that this run's config overrides would go unnoticed.
+        check_effective(self.config["mapping_files"])
         contract = Contract.load(self.config.get("contract_schemas"))
         self.engine = MappingEngine.from_files(
             self.config["mapping_files"],

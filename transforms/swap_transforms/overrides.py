@@ -30,7 +30,7 @@ def requested(environ: Mapping[str, str] | None = None) -> list[str] | None:
         except ValueError:
             value = None
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            message = f"{VARIABLE} must be a JSON list of paths or paths separated by commas"
+            message = "must be a JSON list of paths, or paths separated by commas"
             raise MappingFileError([Problem(VARIABLE, None, "", message)])
         return value
     return [part.strip() for part in text.split(",") if part.strip()]
@@ -44,7 +44,7 @@ def check_effective(configured: list[str], environ: Mapping[str, str] | None = N
     ]:
         return
     message = (
-        f"{VARIABLE} asks for {', '.join(wanted)} but this run is configured with "
+        f"asks for {', '.join(wanted)} but this run is configured with "
         f"{', '.join(configured)}, so the override cannot take effect: remove `mapping_files` "
         "from the `config:` of the Meltano mapping in meltano.yml (a mapping's own config wins "
         f"over the environment; set it at the plugin level instead), or unset {VARIABLE}"
