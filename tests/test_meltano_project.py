@@ -84,4 +84,7 @@ def test_webhook_receiver_settings_match_its_settings_class() -> None:
     declared = {s["name"]: s for s in PLUGINS["swap-webhooks"]["settings"]}
     assert set(declared) == {f.name for f in fields(WebhookSettings)}
     assert declared["webhook_secret"].get("sensitive") is True
-    assert [n for n, s in declared.items() if s.get("sensitive")] == ["webhook_secret"]
+    sensitive = [n for n, s in declared.items() if s.get("sensitive")]
+    assert sensitive == ["webhook_secret", "alert_webhook_url"]
+    # The receiver's runs go through the launcher (README, "Several commands at once").
+    assert declared["run_command"]["value"] == "swap-meltano run returns-to-klaviyo"
