@@ -72,6 +72,7 @@ def _nested(depth: int) -> bytes:
 #: name -> (bad line, what its ledger detail must say)
 CASES: dict[str, tuple[bytes, str]] = {
     "malformed_json": (record(EVENTS, _event("cut"))[:-25], "line: not valid JSON"),
+    "nul_byte": (record(EVENTS, _event("nul")).replace(b"Wallaby", b"Wall\x00aby"), "JSON"),
     "not_utf8": (record(EVENTS, _event("bytes")).replace(b"Wallaby", b"Wall\xffaby"), "UTF-8"),
     "not_an_object": (json.dumps([EMAIL, NAME]).encode(), "not a JSON object"),
     "huge_integer": (
@@ -136,11 +137,20 @@ def assert_no_secrets(log: str) -> None:
             assert secret not in line, f"personal data in a log line: {line[:200]!r}"
 
 
-def unreadable_rows(ledger_path: Path) -> list[dict[str, Any]]:
-    return ledger_rows(ledger_path, reason="unreadable_record")
+def unreadable_rows(ledger_at: Path | str) -> list[dict[str, Any]]:
+    return ledger_rows(ledger_at, reason="unreadable_record")
 
 
-def test_every_bad_line_is_set_aside_and_the_run_goes_on(klaviyo, config, ledger_path, tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_at(request, config, ledger_path):
+    """Where this test's runs keep their ledger: its SQLite file, or a PostgreSQL database URL."""
+    if request.param == "sqlite":
+        return ledger_path
+    config["ledger_url"] = request.getfixturevalue("postgres_db")
+    return config["ledger_url"]
+
+
+def test_every_bad_line_is_set_aside_and_the_run_goes_on(klaviyo, config, ledger_at, tmp_path):
     data = _input(CASES, [message("STATE", value={"bookmark": 1})])
     first = run_bytes(config, data, tmp_path)
     log = first.stderr.decode("utf-8", "replace")
@@ -149,7 +159,7 @@ def test_every_bad_line_is_set_aside_and_the_run_goes_on(klaviyo, config, ledger
     delivered = sorted(e["unique_id"] for e in klaviyo.events())
     assert delivered == sorted(f"g-{i}" for i in range(len(CASES) + 1))
 
-    rows = unreadable_rows(ledger_path)
+    rows = unreadable_rows(ledger_at)
     assert len(rows) == len(CASES)
     assert {r["outcome"] for r in rows} == {"invalid_record"}
     ordered = sorted(rows, key=lambda r: r["id"])
