@@ -251,6 +251,9 @@ class TargetKlaviyo(Target):
         self.error: str | None = None
         self.interrupted_found = 0
         self._finishing = False
+        self._started = False
+        self._listening = False
+        self._pending_signal: int | None = None
         self._summary: dict[str, Any] = {}
         # Sinks drain one at a time, events first, so that profile updates ride on their events.
         self.max_parallelism = 1
@@ -262,11 +265,14 @@ class TargetKlaviyo(Target):
         self._migrate_ledger()
         self._mark_interrupted()
         self.ledger.purge(float(self.config.get("retention_days", 30)))
-        self.ledger.start_run()
         self.delivery = Delivery.from_config(
             self.config, ledger=self.ledger, stats=self.stats, dry_run=self.dry_run_writer
         )
         self._wire_reader()
+        # Last: from here on a signal waits until listening starts (where the run finishes), so
+        # that a run whose row says `running` never ends without its outcome.
+        self._started = True
+        self.ledger.start_run()
 
     def _wire_reader(self) -> None:
         """An unusable input line becomes a ledger outcome (the run goes on), never a log of it."""
@@ -394,7 +400,16 @@ class TargetKlaviyo(Target):
         if getattr(self, "_finishing", False):
             self.logger.warning("Signal %d while the run finishes: finishing first", signum)
             return
+        if getattr(self, "_started", False) and not self._listening:
+            self._pending_signal = signum  # raised as listening starts, where the run finishes
+            return
         raise RunInterrupted(signum)
+
+    def _start_listening(self) -> None:
+        """From here a signal stops the run at once; one that came while it started, now."""
+        self._listening = True
+        if self._pending_signal is not None:
+            raise RunInterrupted(self._pending_signal)
 
     def finish(self, status: str, error: str | None = None) -> dict[str, Any]:
         """Record the run's outcome (once), release the ledger, log the summary and alert.
@@ -518,6 +533,7 @@ class TargetKlaviyo(Target):
             cls.logger.error("%s", safe_error(exc) if outcome == CRASHED else exc)
             return outcome
         try:
+            target._start_listening()
             target.listen(file_input)
         except BaseException as exc:  # noqa: BLE001 - every ending has an outcome
             return target.fail(exc)

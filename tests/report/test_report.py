@@ -342,7 +342,10 @@ def test_terminal_summary(report):
         "invalid_email 1, 3 more",
         "  Mismatched profiles: 2 (new_profile 1, suppressed_profile 1)",
         "  Customers flagged with open returns: 4 (1 with a newer update not delivered)",
-        "  Last run: running, started 2025-03-04 20:00 UTC, not finished",
+        "  Last runs (newest first):",
+        "    running                  started 2025-03-04 20:00 UTC, not finished",
+        "    failed                   finished 2025-03-04 19:00 UTC, retries 3, 429s 2",
+        "    succeeded                finished 2025-03-04 08:00 UTC, retries 0, 429s 0",
     ]
 
 
@@ -445,10 +448,45 @@ def test_terminal_summary_of_a_finished_run():
         )
     ]
     summary = terminal_summary(data).splitlines()
-    assert summary[-1] == (
-        "  Last run: succeeded, finished 2025-03-03 10:04 UTC, retries 1, 429s 1"
-    )
+    assert summary[-2:] == [
+        "  Last runs (newest first):",
+        "    succeeded                finished 2025-03-03 10:04 UTC, retries 1, 429s 1",
+    ]
     assert "  Nothing set aside: every record reached Klaviyo" in summary
+
+
+def test_terminal_summary_after_a_crash_never_says_every_record_reached_klaviyo():
+    started = T0 + hours(1)
+    data = ReportData(generated_at=T0 + hours(3), ledger="sqlite:///x.db", since=None)
+    data.runs = [
+        RunRow(
+            run_id=f"{n}4444444-dddd-4ddd-8ddd-444444444444",
+            started_at=started - timedelta(hours=n),
+            finished_at=started - timedelta(hours=n) + timedelta(minutes=1),
+            status=status,
+            accepted=None,
+            deduplicated=None,
+            set_aside=None,
+            requests=None,
+            retries=None,
+            throttled=None,
+            error=error,
+        )
+        for n, (status, error) in enumerate(
+            [
+                ("already_running", None),
+                ("crashed", "KeyError: 'data' \x1b[2J"),
+                ("succeeded", None),
+            ]
+        )
+    ]
+    summary = terminal_summary(data)
+    assert "every record reached Klaviyo" not in summary
+    assert "Nothing set aside, but the last run ended crashed" in summary
+    [crashed] = [line for line in summary.splitlines() if line.startswith("    crashed ")]
+    assert crashed.endswith(" - KeyError: 'data' \\x1b[2J")
+    assert "KeyError: 'data' \\x1b[2J" in summary, "the escape is shown, not obeyed"
+    assert "\x1b" not in summary
 
 
 def test_output_that_is_not_a_regular_file_is_written_in_place(ledger_url, tmp_path):

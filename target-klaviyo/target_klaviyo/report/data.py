@@ -11,6 +11,15 @@ from datetime import datetime, timedelta
 
 #: Reasons from the profile-integrity check: the event reached (or would reach) the wrong profile.
 MISMATCH_REASONS = ("new_profile", "suppressed_profile")
+#: Run statuses after which everything the run read was delivered or is listed as set aside.
+#: Any other outcome (crashed, interrupted, auth_failed, throttle_deadline) stopped a run
+#: part-way: what it read after its last bookmark waits for the next run.
+COMPLETE_STATUSES = ("succeeded", "set_aside_over_threshold", "mapping_errors_held", "replayed")
+#: Statuses that say nothing about delivery (a refused start, a run in progress).
+NEUTRAL_STATUSES = ("already_running", "running")
+#: Status badges: good, failed, or neither.
+GOOD_STATUSES = ("succeeded", "replayed")
+BAD_STATUSES = ("crashed", "interrupted", "auth_failed", "throttle_deadline", "failed")
 
 
 @dataclass(frozen=True)
@@ -122,10 +131,21 @@ class RunRow:
     requests: int | None
     retries: int | None
     throttled: int | None
+    #: Why it did not succeed: the error's type and a safe message (``runs.error``).
+    error: str | None = None
 
     @property
     def duration(self) -> timedelta | None:
         return None if self.finished_at is None else self.finished_at - self.started_at
+
+    @property
+    def badge(self) -> str:
+        """The status's colour on the page: ok, bad, info or warn."""
+        if self.status in GOOD_STATUSES:
+            return "ok"
+        if self.status in BAD_STATUSES:
+            return "bad"
+        return "info" if self.status in NEUTRAL_STATUSES else "warn"
 
 
 @dataclass
@@ -170,3 +190,16 @@ class ReportData:
     @property
     def last_run(self) -> RunRow | None:
         return self.runs[0] if self.runs else None
+
+    @property
+    def stopped_run(self) -> RunRow | None:
+        """The newest run that says how delivery went, if it stopped part-way (else None).
+
+        Then "nothing set aside" does not mean every record reached Klaviyo: what the run read
+        after its last bookmark was neither delivered nor set aside, and waits for the next run.
+        """
+        for run in self.runs:
+            if run.status in NEUTRAL_STATUSES:
+                continue
+            return None if run.status in COMPLETE_STATUSES else run
+        return None

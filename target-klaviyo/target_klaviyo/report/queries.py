@@ -402,8 +402,10 @@ def _newer_set_aside(conn: Connection, members: Mapping[str, _Member]) -> dict[s
 
 
 def _load_runs(conn: Connection, since: datetime | None, limit: int) -> list[RunRow]:
+    """The newest runs; ``error`` only where the ledger has the column (migration 0002)."""
+    present = {c["name"] for c in sa.inspect(conn).get_columns(runs.name)}
     query = (
-        sa.select(runs)
+        sa.select(*[c for c in runs.c if c.name in present])
         .where(_since(runs.c.started_at, since))
         .order_by(runs.c.started_at.desc())
         .limit(limit)
@@ -425,6 +427,7 @@ def _load_runs(conn: Connection, since: datetime | None, limit: int) -> list[Run
                 requests=_total(summary, "requests"),
                 retries=_total(summary, "retries"),
                 throttled=_total(summary, "throttled_429"),
+                error=scrub(row.get("error")),
             )
         )
     return result

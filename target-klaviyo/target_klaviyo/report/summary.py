@@ -1,17 +1,21 @@
 """The report in a few plain-text lines, for the end of a scheduled job's log or a terminal.
 
 Logs are kept longer and read by more people than the report, so the summary names reasons and
-counts, never a customer: identities stay on the page, masked.
+counts, never a customer: identities stay on the page, masked. Every line is printed with its
+control characters escaped: a reason or metric name from the data must not drive a terminal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from target_klaviyo.report.data import ReportData, WebhookLatency
+from target_klaviyo.report.data import ReportData, RunRow, WebhookLatency
 from target_klaviyo.report.formatting import duration, number, timestamp
+from target_klaviyo.terminal import escape_lines
 
 _TOP = 4
+#: Runs listed with their outcomes.
+_RUNS = 5
 
 
 def _top(counts: Mapping[str, int]) -> str:
@@ -24,6 +28,10 @@ def _top(counts: Mapping[str, int]) -> str:
 
 def terminal_summary(data: ReportData) -> str:
     """A short summary of ``data``: what was delivered, what was not, and how the runs went."""
+    return escape_lines(_summary(data))
+
+
+def _summary(data: ReportData) -> str:
     window = f"since {timestamp(data.since)}" if data.since else "all records"
     generated = timestamp(data.generated_at)
     lines = [f"Swap -> Klaviyo delivery health ({window}; generated {generated})"]
@@ -47,6 +55,12 @@ def terminal_summary(data: ReportData) -> str:
             f"  NOT delivered: {number(data.outstanding_total)} records "
             f"for {number(data.returns_affected)} returns"
         )
+    elif data.stopped_run is not None:
+        stopped = data.stopped_run
+        lines.append(
+            f"  Nothing set aside, but the last run ended {stopped.status}: what it read after "
+            "its last bookmark was not delivered yet (the next run reads it again)"
+        )
     else:
         lines.append("  Nothing set aside: every record reached Klaviyo")
     if data.reasons:
@@ -58,17 +72,22 @@ def terminal_summary(data: ReportData) -> str:
             mismatched[row.reason] = mismatched.get(row.reason, 0) + 1
         lines.append(f"  Mismatched profiles: {number(len(data.mismatched))} ({_top(mismatched)})")
     lines.append(_open_returns_line(data))
-    last = data.last_run
-    if last is not None and last.finished_at is None:
-        lines.append(
-            f"  Last run: {last.status}, started {timestamp(last.started_at)}, not finished"
-        )
-    elif last is not None:
-        lines.append(
-            f"  Last run: {last.status}, finished {timestamp(last.finished_at)}, "
-            f"retries {number(last.retries)}, 429s {number(last.throttled)}"
-        )
+    if data.runs:
+        lines.append("  Last runs (newest first):")
+        lines += [_run_line(run) for run in data.runs[:_RUNS]]
     return "\n".join(lines)
+
+
+def _run_line(run: RunRow) -> str:
+    """One run: its outcome, when, and why it failed (``runs.error``) if it did."""
+    if run.finished_at is None:
+        line = f"    {run.status:<24} started {timestamp(run.started_at)}, not finished"
+    else:
+        line = (
+            f"    {run.status:<24} finished {timestamp(run.finished_at)}, "
+            f"retries {number(run.retries)}, 429s {number(run.throttled)}"
+        )
+    return f"{line} - {run.error}" if run.error else line
 
 
 def _webhooks_line(hooks: WebhookLatency) -> str:
