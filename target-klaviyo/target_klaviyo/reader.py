@@ -67,7 +67,10 @@ REQUIRED: dict[str, tuple[tuple[str, type], ...]] = {
     "RECORD": (("stream", str), ("record", dict)),
     "SCHEMA": (("stream", str), ("schema", dict)),
     "STATE": (("value", object),),
+    "ACTIVATE_VERSION": (("stream", str), ("version", int)),
 }
+#: Messages about a stream's records, which need the stream's SCHEMA first.
+NEED_SCHEMA = frozenset({"RECORD", "ACTIVATE_VERSION"})
 
 _SURROGATE = "[\ud800-\udfff]"
 _SURROGATE_TEXT = re.compile(_SURROGATE)
@@ -170,8 +173,12 @@ class QuarantiningReader(GenericSingerReader[Any]):
         for name, kind_of in REQUIRED.get(kind, ()):
             if name not in message or not isinstance(message[name], kind_of):
                 raise _RefusedError(f"a {kind} message without a usable '{name}'", name)
-        if kind == "RECORD" and message["stream"] not in self._schemas:
-            raise _RefusedError("a RECORD before its stream's SCHEMA", "stream")
+        if kind == "BATCH":  # records in files would bypass the contract's checks
+            raise _RefusedError("a BATCH message (this target reads RECORD messages only)", "type")
+        if kind == "SCHEMA" and "properties" not in message["schema"]:
+            raise _RefusedError("a SCHEMA message whose schema has no 'properties'", "schema")
+        if kind in NEED_SCHEMA and message["stream"] not in self._schemas:
+            raise _RefusedError(f"a {kind} message before its stream's SCHEMA", "stream")
 
     def _refuse(
         self, line: Any, number: int, refused: _RefusedError, message: dict[str, Any] | None

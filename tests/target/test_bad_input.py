@@ -97,7 +97,19 @@ CASES: dict[str, tuple[bytes, str]] = {
     ),
     "record_before_schema": (
         record(PROFILES, {"update_id": "u-early", "email": EMAIL, "as_of": "2026-11-01"}),
-        "stream: a RECORD before its stream's SCHEMA",
+        "stream: a RECORD message before its stream's SCHEMA",
+    ),
+    "activate_version_before_schema": (
+        message("ACTIVATE_VERSION", stream=PROFILES, version=1),
+        "stream: a ACTIVATE_VERSION message before its stream's SCHEMA",
+    ),
+    "batch_message": (
+        message("BATCH", stream=EVENTS, encoding={"format": "jsonl"}, manifest=[EMAIL]),
+        "type: a BATCH message (this target reads RECORD messages only)",
+    ),
+    "schema_without_properties": (
+        message("SCHEMA", stream=EVENTS, schema={"type": "object"}),
+        "schema: a SCHEMA message whose schema has no 'properties'",
     ),
     "record_not_an_object": (
         message("RECORD", stream=EVENTS, record=EMAIL),
