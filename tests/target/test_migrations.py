@@ -17,19 +17,24 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 
 from target_klaviyo import cli
 from target_klaviyo.ledger import (
+    FIRST_RELEASE,
     VERSION_TABLE,
     Ledger,
     LedgerSchemaError,
+    ListChange,
+    alembic_config,
     head_revision,
     metadata,
     profile_hash,
 )
+from tests.fixtures import ledger_0_1_0
 from tests.fixtures import make_ledger_0_1_0 as fixture
 from tests.target.conftest import (
     RecordingKlaviyo,
@@ -353,3 +358,24 @@ def test_an_ops_command_refuses_to_upgrade_while_a_run_holds_the_ledger(
     assert stored_version(url) is None
     assert ops(url, "purge")[0] == 0, "once the run is over the command upgrades and works"
     assert stored_version(url) == "0002"
+
+
+def test_0002_downgrades_to_a_ledger_0_1_0_can_use(old_url):
+    """For a developer rolling back: 0.1.0's schema again, without the rows it cannot read."""
+    ledger = Ledger(old_url)
+    try:
+        ledger.migrate()
+        ledger.apply_list_operations([ListChange("h", None, OPEN, "RMA-9", "unappend")])
+        with ledger.engine.begin() as conn:
+            command.downgrade(alembic_config(conn), FIRST_RELEASE)
+    finally:
+        ledger.close()
+    assert stored_version(old_url) == FIRST_RELEASE
+    assert "state" not in rows(old_url)["profile_lists"][0]
+    assert [r["value"] for r in rows(old_url)["profile_lists"]] == ["RMA-1", "RMA-2"]
+    previous = ledger_0_1_0.Ledger(old_url)
+    try:
+        previous.start_run()
+        previous.finish_run("succeeded", {})
+    finally:
+        previous.close()
