@@ -11,14 +11,16 @@ the mapper before it reads a message instead of failing on every record:
 * attributes and constant subscripts starting with `_` are refused.
 
 At run time, `StrictUndefined` turns a missing field into an error, arithmetic mixing the
-`Decimal` numbers of Singer records with float literals is made exact, and size-blowing `*` and
-`**` are refused.
+`Decimal` numbers of Singer records with float literals is made exact, and every operation that
+can build a big value or spend long (operators, calls, format strings, filters such as `center`,
+`~`) is held to the budgets of `budgets` before it runs.
 """
 
 from __future__ import annotations
 
 import difflib
 import io
+import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any, TypeVar, cast
@@ -33,16 +35,26 @@ from jinja2.parser import Parser
 from jinja2.runtime import Context, Undefined, exported
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
+from markupsafe import Markup
 
-from swap_transforms import helpers
+from swap_transforms import guarded, helpers
+from swap_transforms.budgets import (
+    LIMITS,
+    METER,
+    check_bits,
+    check_items,
+    check_printf,
+    check_result,
+    check_text,
+    deep_items,
+)
 from swap_transforms.errors import EvaluationError
 
 #: Jinja's default globals that mappings do not need and that can be abused (`lipsum` builds
 #: large texts, `namespace` is the one mutable object templates can create).
 _DROPPED_GLOBALS = ("lipsum", "cycler", "joiner", "namespace")
 
-#: Largest string or list that `*` may build, and largest exponent `**` accepts.
-MAX_REPEAT = 100_000
+#: Largest exponent `**` accepts (the result's digits are checked too, see `budgets`).
 MAX_EXPONENT = 64
 
 #: Fields of the groups Jinja's `groupby` returns, and their positions in the tuple.
@@ -71,8 +83,9 @@ class MappingEnvironment(ImmutableSandboxedEnvironment):
             if getattr(function, "jinja_async_variant", False):
                 self.filters[name] = function.__wrapped__
         self.filters["unique"] = sync_do_unique
+        self.filters.update(guarded.FILTERS)
         self.filters.update(helpers.FILTERS)
-        self.filters[f"{ENGINE_PREFIX}text"] = _text
+        self.filters[f"{ENGINE_PREFIX}text"] = guarded.text
         self.tests.update(helpers.TESTS)
         self.globals.update(helpers.FUNCTIONS)
 
@@ -97,13 +110,53 @@ class MappingEnvironment(ImmutableSandboxedEnvironment):
             right = Decimal(repr(right))
         elif isinstance(right, Decimal) and isinstance(left, float):
             left = Decimal(repr(left))
+        METER.step()
         if operator == "*":
-            _check_repeat(left, right)
-            _check_repeat(right, left)
-        elif operator == "**" and _too_big(right):
-            msg = f"exponents above {MAX_EXPONENT} are not allowed"
-            raise SecurityError(msg)
+            _check_product(left, right)
+        elif operator == "**":
+            _check_power(left, right)
+        elif operator == "+":
+            _check_sum(left, right)
+        elif operator == "%" and isinstance(left, str):
+            check_printf(left, right)
+            return check_result(left % right)
         return self.binop_table[operator](left, right)
+
+    def call(self, __context: Context, __obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """A call from an expression: a step, and a built-in method's result size first."""
+        METER.step()
+        if type(__obj) is types.BuiltinMethodType and guarded.is_checked_method(__obj):
+            guarded.check_method(__obj, args, kwargs)
+        return check_result(super().call(__context, __obj, *args, **kwargs))
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """`text.format(...)` and `format_map`: Jinja's sandboxed formatter, within budgets."""
+        if not isinstance(value, (types.MethodType, types.BuiltinMethodType)) or (
+            value.__name__ not in ("format", "format_map")
+        ):
+            return None
+        template = value.__self__
+        if not isinstance(template, str):
+            return None
+        formatter: guarded.BudgetFormatter
+        if isinstance(template, Markup):
+            formatter = guarded.BudgetEscapeFormatter(self, escape=template.escape)
+        else:
+            formatter = guarded.BudgetFormatter(self)
+        text_type = type(template)
+        is_format_map = value.__name__ == "format_map"
+
+        def format_text(*args: Any, **kwargs: Any) -> str:
+            if is_format_map:
+                if kwargs or len(args) != 1:
+                    msg = "format_map() takes exactly one argument"
+                    raise TypeError(msg)
+                text = formatter.vformat(template, (), args[0])
+            else:
+                text = formatter.vformat(template, args, kwargs)
+            return str(check_result(text_type(text)))
+
+        return format_text
 
 
 @pass_environment
@@ -129,26 +182,41 @@ def _unique_items(value: Any, case_sensitive: bool) -> Iterator[Any]:
             yield item
 
 
-def _too_big(exponent: Any) -> bool:
-    return isinstance(exponent, (int, Decimal)) and not -MAX_EXPONENT <= exponent <= MAX_EXPONENT
+def _check_product(left: Any, right: Any) -> None:
+    """`*`: a repeated text or list, or a product of integers, within budget before it exists."""
+    if type(left) is int and type(right) is int:
+        check_bits(left.bit_length() + right.bit_length())
+        return
+    for sequence, count in ((left, right), (right, left)):
+        if not isinstance(count, int) or count <= 0:
+            continue
+        if isinstance(sequence, (str, bytes)):
+            check_text(len(sequence) * count, "'*' would build a text")
+        elif isinstance(sequence, (list, tuple)):
+            # Counting the items of nested lists: `[[x] * n] * n` holds n * n references.
+            items = deep_items(sequence, LIMITS.items)
+            check_items(items * count, "'*' would build a list")
 
 
-def _check_repeat(sequence: Any, count: Any) -> None:
-    if (
-        isinstance(sequence, (str, list, tuple))
-        and isinstance(count, int)
-        and len(sequence) * count > MAX_REPEAT
-    ):
-        msg = f"'*' would build a sequence longer than {MAX_REPEAT}"
+def _check_power(base: Any, exponent: Any) -> None:
+    """`**`: a bounded exponent, and for integers a result within the digits budget."""
+    if isinstance(exponent, (int, Decimal)) and not -MAX_EXPONENT <= exponent <= MAX_EXPONENT:
+        msg = f"exponents above {MAX_EXPONENT} are not allowed"
         raise SecurityError(msg)
+    if type(base) is int and type(exponent) is int and exponent > 1:
+        check_bits(base.bit_length() * exponent)
 
 
-def _text(value: Any) -> str:
-    """Interpolation into text templates: a null would otherwise become the text 'None'."""
-    if value is None:
-        msg = "a null value was interpolated into text"
-        raise TypeError(msg)
-    return str(value)
+def _check_sum(left: Any, right: Any) -> None:
+    """`+` of texts or lists: the joined length within budget (one `+` at most doubles it)."""
+    kind = type(left)
+    if kind is not type(right):
+        return
+    if kind is str:
+        if len(left) + len(right) >= 4096:
+            check_text(len(left) + len(right))
+    elif kind is list or kind is tuple:
+        check_items(len(left) + len(right))
 
 
 ENVIRONMENT = MappingEnvironment()
@@ -319,6 +387,15 @@ class _FunctionCodeGenerator(CodeGenerator):
         self.write(f") is dict and {node.attr!r} in {obj} else environment.getattr({obj}, ")
         self.write(f"{node.attr!r}))")
 
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:  # noqa: N802
+        # `a ~ b` and text templates: Jinja's `str_join`, with the parts' and the result's
+        # sizes checked (`guarded.text_join`); the environment never autoescapes.
+        self.write("text_join((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
     def visit_Call(  # noqa: N802
         self, node: nodes.Call, frame: Frame, forward_caller: bool = False
     ) -> None:
@@ -353,6 +430,7 @@ def compile_function(expression: nodes.Expr) -> Callable[[Scope], Any]:
     namespace: dict[str, Any] = {
         "environment": ENVIRONMENT,
         "EngineFunction": EngineFunction,
+        "text_join": guarded.text_join,
         "__file__": "<mapping>",
     }
     exec(code, namespace)  # noqa: S102 - code Jinja's generator wrote for a checked expression

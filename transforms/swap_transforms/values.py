@@ -22,6 +22,7 @@ from typing import Any, cast
 from jinja2 import TemplateError, nodes, pass_context
 from jinja2.runtime import Context, Undefined
 
+from swap_transforms.budgets import LIMITS, METER, BudgetError, check_items
 from swap_transforms.errors import EvaluationError, Problem
 from swap_transforms.sandbox import (
     ENGINE_LOOP,
@@ -133,10 +134,15 @@ class CheckedList(list[Any]):
     """The list a `for_each` value builds: each member passed `check_native` as it was added.
 
     Output checks do not walk it again (an output holds it as built: the sandbox refuses
-    changing a list, and `+`, slices or filters make plain lists).
+    changing a list, and `+`, slices or filters make plain lists); `size` is what its members
+    add to an output's size (see `native_size`), counted as they were added.
     """
 
-    __slots__ = ()
+    __slots__ = ("size",)
+
+    def __init__(self, members: Iterable[Any] = (), size: int = 0) -> None:
+        super().__init__(members)
+        self.size = size
 
 
 class Loop(EngineFunction):
@@ -154,18 +160,29 @@ class Loop(EngineFunction):
         scope = cast("Scope", context)  # expressions run with their Scope as the context
         binding, when, body = self.binding, self.when, self._body.function
         result = CheckedList()
+        size = 0
         for index, item in enumerate(iterate(items)):
             child = scope.child(binding, item)
+            steps = METER.steps
             try:
+                METER.step()
                 if when is not None and not when(child):
                     continue
                 value = body(child)
                 if isinstance(value, Undefined):
                     value._fail_with_undefined_error()
-                result.append(check_native(value))
+                size += native_size(value) + 1
+                if size > LIMITS.output:
+                    _over_output(size)
+                result.append(value)
             except Exception as error:
+                spent = METER.steps
+                METER.rewind(steps)  # the item is re-run to find the failing part
                 cause = locate_failure(self.body, child, error)
+                METER.rewind(max(spent, METER.steps))  # what the item spent stays spent
                 raise EvaluationError(f"{self.label} item {index}", cause) from error
+        check_items(len(result), "a for_each list")
+        result.size = size
         return result
 
 
@@ -335,19 +352,25 @@ def _field_where(where: str, label: str) -> str:
 
 
 def locate_failure(spec: ValueSpec, scope: Scope, error: BaseException) -> EvaluationError:
-    """Which part of a value failed on this record: re-run its parts one by one."""
+    """Which part of a value failed on this record: re-run its parts one by one.
+
+    The budget meter is where it was when the value started (the caller rewinds it), so each
+    part runs with the steps it had the first time: the part that ran out is found again.
+    """
     for part in spec.parts():
+        steps = METER.steps
         try:
             check_native(part.expression(scope))
         except Exception as part_error:  # noqa: BLE001 - any failure of the analyst's expression
+            METER.rewind(steps)
             return locate_failure(part, scope, part_error)
     if isinstance(error, EvaluationError):
         return error
     return EvaluationError(f"field '{spec.label}'" if spec.label else "value", error)
 
 
-#: Types whose values need no further check (CheckedList: its members were checked).
-_LEAVES = frozenset({str, int, bool, type(None), CheckedList})
+#: Types whose values need no further check, and count 1 in a size (texts count their length).
+_LEAVES = frozenset({int, bool, type(None)})
 
 
 def check_native(value: Any) -> Any:
@@ -358,60 +381,111 @@ def check_native(value: Any) -> Any:
     objects that the writer could only print as text. Nothing is copied: results may share
     parts of the input record, and checking is cheaper than rebuilding.
     """
-    kind = type(value)
-    if kind in _LEAVES:
-        return value
-    if kind is dict:
-        _check_dict(value)
-    elif kind is list or kind is tuple:
-        _check_list(value)
-    else:
-        _check_other(value)
+    size = native_size(value)
+    if size > LIMITS.output:
+        _over_output(size)
     return value
+
+
+def check_output(record: Any) -> None:
+    """`check_native`, and the output's size within `LIMITS.output`, charged to the meter.
+
+    Sharing makes values cheap to build and costly to write: `[text] * 100000` is one text
+    and a list of references, and a hundred thousand copies of the text once written.
+    """
+    size = native_size(record)
+    if size > LIMITS.output:
+        _over_output(size)
+    METER.charge(size)
+
+
+def _over_output(size: int) -> None:
+    msg = f"budget exceeded: an output of more than {LIMITS.output} characters and items"
+    raise BudgetError(msg)
+
+
+def native_size(value: Any) -> int:
+    """Check `value` as `check_native` does; its size: text lengths plus one per other value.
+
+    A walk that passes `LIMITS.output` stops there (shared members may make the tree far
+    bigger than the memory it takes).
+    """
+    kind = type(value)
+    if kind is str:
+        return len(value)
+    if kind in _LEAVES:
+        return 1
+    if kind is dict:
+        return _check_dict(value)
+    if kind is list or kind is tuple:
+        return _check_list(value)
+    if kind is CheckedList:
+        return int(value.size) + 1
+    return _check_other(value)
 
 
 # The walk is depth first, members in order, as one recursive `check_native` per value would
 # go; the common members (text, numbers, nested objects and lists) are handled in the loop.
 
 
-def _check_dict(value: dict[Any, Any]) -> None:
+def _check_dict(value: dict[Any, Any]) -> int:
+    size = len(value) + 1
     for key, member in value.items():
         if type(key) is not str:
             msg = f"object keys must be strings, got {type(key).__name__}"
             raise TypeError(msg)
         kind = type(member)
-        if kind in _LEAVES:
+        if kind is str:
+            size += len(member)
+        elif kind in _LEAVES:
             continue
-        if kind is dict:
-            _check_dict(member)
+        elif kind is dict:
+            size += _check_dict(member)
+            if size > LIMITS.output:
+                return size
         elif kind is list or kind is tuple:
-            _check_list(member)
+            size += _check_list(member)
+            if size > LIMITS.output:
+                return size
         elif kind is Decimal or kind is float:
             if not math.isfinite(member):
                 msg = "numbers must be finite"
                 raise ValueError(msg)
+        elif kind is CheckedList:
+            size += member.size
         else:
-            _check_other(member)
+            size += _check_other(member)
+    return size
 
 
-def _check_list(value: list[Any] | tuple[Any, ...]) -> None:
+def _check_list(value: list[Any] | tuple[Any, ...]) -> int:
+    size = len(value) + 1
     for member in value:
         kind = type(member)
-        if kind in _LEAVES:
+        if kind is str:
+            size += len(member)
+        elif kind in _LEAVES:
             continue
-        if kind is dict:
-            _check_dict(member)
+        elif kind is dict:
+            size += _check_dict(member)
+            if size > LIMITS.output:
+                return size
         elif kind is list or kind is tuple:
-            _check_list(member)
+            size += _check_list(member)
+            if size > LIMITS.output:
+                return size
         elif kind is Decimal or kind is float:
             if not math.isfinite(member):
                 msg = "numbers must be finite"
                 raise ValueError(msg)
+        elif kind is CheckedList:
+            size += member.size
         else:
-            _check_other(member)
+            size += _check_other(member)
+    return size
 
 
-def _check_other(value: Any) -> None:
+def _check_other(value: Any) -> int:
     if isinstance(value, (Decimal, float)):
         if not math.isfinite(value):
             msg = "numbers must be finite"
@@ -419,10 +493,13 @@ def _check_other(value: Any) -> None:
     elif isinstance(value, Undefined):
         value._fail_with_undefined_error()
     elif isinstance(value, tuple):  # a named tuple, e.g. a `groupby` group
-        check_native(list(value))
+        return native_size(list(value))
     elif isinstance(value, Iterator):
         msg = "a filter chain gives a generator here: end it with '| list'"
         raise TypeError(msg)
-    elif not isinstance(value, (str, int)):  # str and int subclasses (Markup) are fine
+    elif isinstance(value, str):  # a str subclass (Markup)
+        return len(value)
+    elif not isinstance(value, int):  # int subclasses are fine
         msg = f"a value of type {type(value).__name__} cannot be sent (not JSON)"
         raise TypeError(msg)
+    return 1
