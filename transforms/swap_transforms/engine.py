@@ -302,8 +302,10 @@ class _RecordRun:
             self._exception(rule, OUT_OF_BOUNDS, f"{where}an output is nested too deep")
             return
         except Exception as error:  # noqa: BLE001
+            spent = METER.steps
             METER.rewind(steps)  # parts re-run with the budget they had (see locate_failure)
             failure = self._locate(rule, scope, error)
+            METER.rewind(max(spent, METER.steps))  # and what the item spent stays spent
             self._exception(rule, MAPPING_ERROR, where + describe(failure))
             return
         targets = self.engine._targets[id(rule)]
