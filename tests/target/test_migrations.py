@@ -299,6 +299,7 @@ def test_the_target_upgrades_a_0_1_0_ledger_on_postgresql(klaviyo_0_1_0, config,
     check_after_upgrade(postgres_db, before, klaviyo_0_1_0)
 
 
+@pytest.mark.slow
 def test_a_dry_run_refuses_a_ledger_behind_and_leaves_it_untouched(
     klaviyo, config, old_sqlite, tmp_path
 ):
