@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-import os
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator

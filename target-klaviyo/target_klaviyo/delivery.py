@@ -170,6 +170,14 @@ class BackgroundSender:
         wait(pending)
         self._raise()
 
+    def cancel_queued(self, reason: BaseException) -> None:
+        """Send no batch still queued; requests already in flight finish and are recorded.
+
+        For a run that must stop soon (a signal): what was not sent is re-read by the next run,
+        since no STATE moves past it.
+        """
+        self._fail(reason)
+
     def close(self) -> None:
         """Stop after what is queued (never raises: the run's outcome is already decided)."""
         if self._thread.is_alive():
@@ -184,6 +192,26 @@ class BackgroundSender:
             raise error
 
 
+class RunKeys:
+    """Keys claimed once per run (thread-safe): an event goes out once, whatever the batches.
+
+    The ledger's "accepted earlier" check cannot see an event whose first copy is still in
+    flight in another batch of the same run: this set can.
+    """
+
+    def __init__(self) -> None:
+        self._keys: set[tuple[str, ...]] = set()
+        self._lock = threading.Lock()
+
+    def claim(self, key: tuple[str, ...]) -> bool:
+        """True the first time ``key`` is claimed in this run, False after."""
+        with self._lock:
+            if key in self._keys:
+                return False
+            self._keys.add(key)
+            return True
+
+
 class Delivery:
     """The run-wide context the sinks deliver through."""
 
@@ -195,6 +223,8 @@ class Delivery:
         self.background = BackgroundSender(workers=max(1, settings.concurrent_requests))
         self.summary = Summary()
         self.started_at = datetime.now(timezone.utc)
+        #: Events claimed for sending in this run (``events.EventSender``).
+        self.events_this_run = RunKeys()
 
     @classmethod
     def from_config(

@@ -174,6 +174,9 @@ class EventSender:
             event_key = (record["unique_id"], profile_hash(record["profile"]), record["metric"])
             if event_key in delivered:
                 outcomes.append(event_outcome(record, DEDUPLICATED, "accepted_earlier"))
+            elif not self.delivery.events_this_run.claim(event_key):
+                # Sent (or in flight) from an earlier batch of this run: once per run.
+                outcomes.append(event_outcome(record, DEDUPLICATED, "repeated_in_run"))
             else:
                 fresh.append(record)
         self.delivery.record(outcomes)
