@@ -35,6 +35,7 @@ import yaml
 from singer_sdk.configuration._dict_config import parse_environment_config
 from sqlalchemy.engine import make_url
 
+from target_klaviyo import deadletters
 from target_klaviyo.catalog import STREAM as CATALOG_STREAM
 from target_klaviyo.catalog import RestockApplier
 from target_klaviyo.client import KlaviyoAuthError, KlaviyoUnavailable, RunStats
@@ -52,6 +53,7 @@ from target_klaviyo.profiles import STREAM as PROFILES_STREAM
 from target_klaviyo.profiles import ProfileImporter
 from target_klaviyo.segments import load_definitions, provision
 from target_klaviyo.target import TargetKlaviyo
+from target_klaviyo.terminal import escape_controls
 
 #: Set-aside outcomes a replay can resend: Klaviyo refused them, or they were held.
 REPLAYABLE = ("rejected", "failed_profile_import", "held")
@@ -178,46 +180,74 @@ def _report_module() -> ModuleType:
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--reason", "reasons", multiple=True, help="Only these reasons (repeatable).")
 @click.option("--include-replayed", is_flag=True, help="Also records already replayed.")
+@click.option(
+    "--page-size",
+    type=click.IntRange(min=1),
+    default=deadletters.PAGE_SIZE,
+    show_default=True,
+    help="Ledger rows read at a time.",
+)
 @click.pass_obj
 def dead_letters(
-    config: dict[str, Any], output: Path, reasons: tuple[str, ...], include_replayed: bool
+    config: dict[str, Any],
+    output: Path,
+    reasons: tuple[str, ...],
+    include_replayed: bool,
+    page_size: int,
 ) -> None:
     """Export set-aside records (not accepted since) as JSON Lines, readable by the owner only."""
     ledger = open_ledger(config, read_only=True)
-    rows = list(ledger.set_aside(reasons=reasons or None, include_replayed=include_replayed))
-    ledger.close()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(output, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(to_json(_dead_letter(row)) + "\n")
-    counts = Counter(row["reason"] or row["outcome"] for row in rows)
-    click.echo(f"{len(rows)} set-aside records written to {output}")
+    counts: Counter[str] = Counter()
+
+    def lines() -> Iterator[str]:
+        for row in deadletters.unresolved(
+            ledger.engine,
+            reasons=reasons or None,
+            include_replayed=include_replayed,
+            page_size=page_size,
+        ):
+            counts[row["reason"] or row["outcome"]] += 1
+            yield to_json(deadletters.letter(row)) + "\n"
+
+    try:
+        deadletters.write_owner_only(output, lines())
+    finally:
+        ledger.close()
+    click.echo(f"{sum(counts.values())} set-aside records written to {output}")
     for reason, count in counts.most_common():
-        click.echo(f"  {count:6d}  {reason}")
-
-
-def _dead_letter(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "stream": row["stream"],
-        "record_key": row["record_key"],
-        "outcome": row["outcome"],
-        "reason": row["reason"],
-        "detail": row["detail"],
-        "metric": row["metric"],
-        "source_id": row["source_id"],
-        "recorded_at": row["recorded_at"],
-        "replayed_at": row["replayed_at"],
-        "record": json.loads(row["payload"]) if row["payload"] else None,
-    }
+        click.echo(escape_controls(f"  {count:6d}  {reason}"))
 
 
 @main.command()
 @click.option("--reason", "reasons", multiple=True, help="Only these reasons (repeatable).")
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for a target run that holds the ledger.",
+)
 @click.pass_obj
-def replay(config: dict[str, Any], reasons: tuple[str, ...]) -> None:
-    """Send set-aside records to Klaviyo again; each gets a new outcome in the ledger."""
+def replay(config: dict[str, Any], reasons: tuple[str, ...], lock_timeout: float) -> None:
+    """Send set-aside records to Klaviyo again; each gets a new outcome in the ledger.
+
+    Under the ledger's run lock, like a run: a replay and a run never deliver at once.
+    """
     ledger = open_ledger(config)
+    if not ledger.lock_run(lock_timeout):
+        ledger.close()
+        msg = (
+            f"a target-klaviyo run holds the ledger (waited {lock_timeout:.0f} s): "
+            "replay again once it has finished"
+        )
+        raise click.ClickException(msg)
+    try:
+        _replay(config, ledger, reasons)
+    finally:
+        ledger.close()
+
+
+def _replay(config: dict[str, Any], ledger: Ledger, reasons: tuple[str, ...]) -> None:
     rows = list(ledger.set_aside(reasons=reasons or None))
     by_stream: dict[str, list[dict[str, Any]]] = defaultdict(list)
     skipped: Counter[str] = Counter()
@@ -248,18 +278,17 @@ def replay(config: dict[str, Any], reasons: tuple[str, ...]) -> None:
     ledger.mark_replayed(replayed_ids)
     result = delivery.summary.as_dict(stats)
     ledger.finish_run("replayed", result)
-    ledger.close()
     click.echo(f"Replayed {len(replayed_ids)} records:")
     for key in ("accepted_by_stream", "deduplicated", "set_aside_by_reason"):
         for name, count in sorted(result[key].items()):
-            click.echo(f"  {key.split('_by_')[0]:12s} {name:28s} {count}")
+            click.echo(escape_controls(f"  {key.split('_by_')[0]:12s} {name:28s} {count}"))
     for reason, count in skipped.most_common():
         hint = (
             "fix the source record or the mapping, then re-sync it"
             if reason in _mapper_reasons(rows)
             else "not replayable as is"
         )
-        click.echo(f"  not replayed {reason:28s} {count}  ({hint})")
+        click.echo(escape_controls(f"  not replayed {reason:28s} {count}  ({hint})"))
 
 
 def _resend(delivery: Delivery, by_stream: dict[str, list[dict[str, Any]]]) -> None:
