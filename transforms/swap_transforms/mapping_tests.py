@@ -28,12 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from singer_sdk.contrib.msgspec import encoder
-
 from swap_transforms.engine import MappingEngine, _RecordRun
 from swap_transforms.errors import MappingFileError, Problem
 from swap_transforms.expectations import compare, matches
-from swap_transforms.preview import InputError, read_records
+from swap_transforms.preview import InputError, encoder, read_records
 from swap_transforms.testfile import Document, check_structure, load
 
 #: The exception records of a test run carry this time, so that runs are comparable.

@@ -25,10 +25,11 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
 from typing import IO, Any
 
-from singer_sdk.contrib.msgspec import encoder
+import msgspec
 
 from swap_transforms.engine import MappingEngine, Output
 from swap_transforms.errors import MappingFileError
@@ -44,6 +45,15 @@ EPOCH = "1970-01-01T00:00:00Z"
 MAPPING_ERRORS = frozenset({"mapping_error", "invalid_output", "tolerated_mapping_error"})
 EXIT_MAPPING_ERRORS = 3
 _EMAIL = re.compile(r"([^\s@'\"<>(),;:\[\]{}]+)@([^\s@'\"<>(),;\[\]{}]+\.[^\s@'\"<>(),;\[\]{}]+)")
+
+
+def _enc_hook(value: Any) -> Any:
+    """What singer-sdk's encoder does with values JSON has no type for (the mapper sends them)."""
+    return value.isoformat(sep="T") if isinstance(value, datetime) else str(value)
+
+
+#: singer-sdk's msgspec encoder, without importing singer-sdk (most of a preview's start-up).
+encoder = msgspec.json.Encoder(enc_hook=_enc_hook, decimal_format="number")
 
 
 class InputError(Exception):
