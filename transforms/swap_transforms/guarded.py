@@ -198,8 +198,10 @@ def sum_filter(
                 f"to {type(start).__name__}"
             )
             raise TypeError(msg)
-        check_items(len(total) + len(item), "a summed list")
+        if len(total) + len(item) > LIMITS.items:
+            check_items(len(total) + len(item), "a summed list")
         total.extend(item)
+    check_items(len(total), "a summed list")  # charges the steps of building it, once
     return total if type(start) is list else tuple(total)
 
 
