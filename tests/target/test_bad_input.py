@@ -79,10 +79,6 @@ CASES: dict[str, tuple[bytes, str]] = {
         record(EVENTS, _event("huge")).replace(b'"value": 1', b'"value": ' + b"9" * 5000),
         "a number out of range",
     ),
-    "beyond_a_double": (
-        record(EVENTS, _event("double")).replace(b'"value": 1', b'"value": 1e400'),
-        "value: a number out of range",
-    ),
     "nested_150_deep": (_nested(150), "properties.x[0][0][0][0]...: nested deeper than 100"),
     "nested_990_deep": (_nested(990), "nested deeper than 100"),
     "nested_1500_deep": (_nested(1500), "nested deeper than 100"),
@@ -220,7 +216,7 @@ def test_a_lone_surrogate_in_free_text_is_repaired_and_counted(klaviyo, config, 
 
 
 def test_the_record_key_names_a_readable_record_and_a_hash_otherwise(config, ledger_path):
-    keyed = record(EVENTS, _event("keyed")).replace(b'"value": 1', b'"value": 1e999')
+    keyed = record(EVENTS, _event("keyed", email="zo\ud83d@example.org"))
     text = b"\n".join([schema(EVENTS), keyed, b"{oops", b""]).decode()
     assert run_target(config, text).error is None
     first, second = sorted(unreadable_rows(ledger_path), key=lambda r: r["id"])

@@ -78,6 +78,10 @@ CASES: dict[tuple[str, str], tuple[tuple[str, dict[str, Any]], str]] = {
         "time: more than a day after",
     ),
     (EVENTS, "huge-value"): (event("huge-value", value=10**13), "value: fails 'maximum'"),
+    (EVENTS, "beyond-a-double"): (
+        event("beyond-a-double", value=10**400),
+        "value: fails 'maximum'",
+    ),
     (EVENTS, "deep"): (
         event("deep", properties={"x": _nested(12)}),
         "properties: nested deeper than 10 levels",
