@@ -9,13 +9,20 @@ one it holds (or knows nothing of).
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from emulators.swap import SwapEmulator, catalog_skus
+from swap_transforms.engine import MappingEngine
+from swap_transforms.source_check import load_sources
 from target_klaviyo.ledger import profile_hash
+from tests.conftest import SWAP_NOW
 from tests.target.conftest import (
     KEY,
     Item,
@@ -30,6 +37,7 @@ from tests.target.conftest import (
 )
 
 OPEN = "swap_open_returns"
+DEFAULT_MAPPING = Path(__file__).resolve().parents[2] / "transforms" / "swap_to_klaviyo.yml"
 ANA, BOB, CARA = "ana@example.com", "bob@example.com", "cara@example.com"
 
 
@@ -164,3 +172,46 @@ def test_an_unappend_of_a_value_the_mirror_does_not_know_is_sent(klaviyo, config
     assert run_target(config, text).error is None
     assert sent_operations(klaviyo) == {("unappend", OPEN, "RMA-0"): 1}
     assert properties_of(klaviyo, ANA)[OPEN] == ["RMA-0"], "the emulator removes one occurrence"
+
+
+def mapped(engine: Any, returns: list[dict[str, Any]], sync_number: int) -> str:
+    """The default mapping's output for these Swap returns, as one sync's Singer input."""
+    items: list[Item] = []
+    for record in returns:
+        source = json.loads(json.dumps(record), parse_float=Decimal)
+        for stream, output in engine.map_record("returns", source):
+            items.append((stream, json.loads(json.dumps(output, default=str))))
+    items.append(state({"sync": sync_number}))
+    return singer(items)
+
+
+@pytest.mark.slow
+def test_three_full_resyncs_of_the_default_mapping_repeat_no_entry(klaviyo, config, ledger_path):
+    """The acceptance case: Swap's returns move along their lifecycle between three syncs, each
+    re-reading every return through the default mapping; Klaviyo keeps duplicates."""
+    engine = MappingEngine.from_files([str(DEFAULT_MAPPING)], sources=load_sources())
+    klaviyo.add_variants(catalog_skus(), inventory=0)
+    with SwapEmulator(
+        returns=60, seed=5, now=SWAP_NOW, api_key="k", store_id="s", rate_limit_per_minute=None
+    ) as swap:
+        for number in (1, 2, 3):
+            if number > 1:
+                assert swap.advance(fraction=0.5), "some returns move on between syncs"
+            run = run_target(config, mapped(engine, list(swap.all_returns()), number))
+            assert run.error is None, repr(run.error)
+    profiles = [p for p in klaviyo.profiles() if (p["properties"] or {}).get(OPEN) is not None]
+    repeated = {p["id"]: v for p in profiles if len(v := p["properties"][OPEN]) > len(set(v))}
+    assert repeated == {}
+    sent = sent_operations(klaviyo)
+    appends = Counter(
+        value for (op, _, value), n in sent.items() if op == "append" for _ in range(n)
+    )
+    assert appends, "open returns were appended"
+    assert max(appends.values()) == 1, "each RMA appended once over three syncs"
+    # Klaviyo flags exactly what the ledger's mirror holds as appended; closed returns are gone.
+    flagged = {v for p in profiles for v in p["properties"][OPEN]}
+    mirror = ledger_rows(ledger_path, "profile_lists")
+    assert flagged == {r["value"] for r in mirror if r["state"] == "appended"}
+    unappended = {r["value"] for r in mirror if r["state"] == "unappended"}
+    assert unappended, "some returns closed over the three syncs"
+    assert not flagged & unappended
