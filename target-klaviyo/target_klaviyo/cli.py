@@ -54,6 +54,7 @@ from target_klaviyo.profiles import ProfileImporter
 from target_klaviyo.segments import load_definitions, provision
 from target_klaviyo.target import TargetKlaviyo
 from target_klaviyo.terminal import escape_controls
+from target_klaviyo.window import parse_since
 
 #: Set-aside outcomes a replay can resend: Klaviyo refused them, or they were held.
 REPLAYABLE = ("rejected", "failed_profile_import", "held")
@@ -128,16 +129,41 @@ webhooks_db_option = click.option(
 )
 
 
+class _Since(click.ParamType):
+    """``--since``: an ISO time, or an age such as ``30d`` (see :mod:`target_klaviyo.window`)."""
+
+    name = "since"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_since(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+#: For ``summary`` and ``report``: only what was recorded in this window (all when absent).
+since_option = click.option(
+    "--since",
+    type=_Since(),
+    default=None,
+    help="Only records and runs from this time on: an ISO time or an age (30d, 12h). "
+    "The Meltano commands pass 30d.",
+)
+
+
 @main.command()
 @webhooks_db_option
+@since_option
 @click.pass_obj
-def summary(config: dict[str, Any], webhooks_db: Path | None) -> None:
+def summary(config: dict[str, Any], webhooks_db: Path | None, since: datetime | None) -> None:
     """Print what reached Klaviyo and what was set aside, and why."""
     report = _report_module()
     if _existing_ledger(config):
         upgrade_ledger(config)
     with _webhooks_errors(report):
-        data = report.load_report_data(config["ledger_url"], webhooks_db=webhooks_db)
+        data = report.load_report_data(config["ledger_url"], since=since, webhooks_db=webhooks_db)
     click.echo(report.terminal_summary(data))
 
 
@@ -146,16 +172,21 @@ def summary(config: dict[str, Any], webhooks_db: Path | None) -> None:
     "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html")
 )
 @webhooks_db_option
+@since_option
 @click.pass_obj
-def report(config: dict[str, Any], output: Path, webhooks_db: Path | None) -> None:
+def report(
+    config: dict[str, Any], output: Path, webhooks_db: Path | None, since: datetime | None
+) -> None:
     """Write the integration health report (one offline HTML page) and print its summary."""
     module = _report_module()
     if _existing_ledger(config):
         upgrade_ledger(config)
     with _webhooks_errors(module):
-        data = module.build_report(config["ledger_url"], output, webhooks_db=webhooks_db)
+        data = module.build_report(
+            config["ledger_url"], output, since=since, webhooks_db=webhooks_db
+        )
     click.echo(module.terminal_summary(data))
-    click.echo(f"Report written to {output}")
+    click.echo(escape_controls(f"Report written to {output}"))
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
-"""``python -m target_klaviyo.report LEDGER_URL OUTPUT.html [--since ISO] [--webhooks-db PATH]``.
+"""``python -m target_klaviyo.report LEDGER_URL OUTPUT.html [--since WHEN] [--webhooks-db PATH]``.
 
 A scheduled job (or a person) builds the page and gets the summary on stdout in one command.
+WHEN is an ISO time or an age (`30d`, `12h`).
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from target_klaviyo.ledger import as_utc
 from target_klaviyo.report.render import build_report
 from target_klaviyo.report.summary import terminal_summary
 from target_klaviyo.report.webhooks import WebhooksDbError
+from target_klaviyo.window import parse_since
 
 
 def _since(value: str) -> datetime:
-    moment = as_utc(value)
-    assert moment is not None
-    return moment
+    try:
+        return parse_since(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,7 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("ledger_url", help="SQLAlchemy URL of the ledger, e.g. sqlite:///ledger.db")
     parser.add_argument("output", type=Path, help="HTML file to write")
     parser.add_argument(
-        "--since", type=_since, help="only records from this ISO time on (UTC if no offset)"
+        "--since",
+        type=_since,
+        help="only records from this time on: ISO (UTC if no offset) or an age (30d, 12h)",
     )
     parser.add_argument(
         "--webhooks-db",

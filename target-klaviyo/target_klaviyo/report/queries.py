@@ -4,7 +4,9 @@ The report may run against a production ledger while the target writes to it, so
 selects: it never creates tables (a ledger the target has not used yet reads as empty, one from
 before ``profile_lists`` existed shows no open returns) and never touches ``profile_versions`` or
 ``restocks``. Sums happen in SQL; rows are fetched only where the
-report lists individual records, so a large ledger stays cheap to report on.
+report lists individual records, and then streamed a page at a time (:data:`PAGE_ROWS`), keeping
+per record only what the page shows (never its payload), so a large ledger stays cheap to report
+on. A ``since`` window bounds the rest.
 """
 
 from __future__ import annotations
@@ -53,6 +55,25 @@ STREAM_LABELS = {
 }
 #: Sorts rows without a time first.
 _DAWN = datetime.min.replace(tzinfo=timezone.utc)
+#: Rows fetched from the ledger at a time where the report reads rows.
+PAGE_ROWS = 5000
+#: What the report keeps of a set-aside record's newest row.
+_KEPT = (
+    "stream",
+    "reason",
+    "outcome",
+    "detail",
+    "source_id",
+    "metric",
+    "profile_hash",
+    "recorded_at",
+    "replayed_at",
+)
+
+
+def _paged(conn: Connection, query: sa.Select[Any]) -> sa.Result[Any]:
+    """``query``'s rows fetched :data:`PAGE_ROWS` at a time, not all at once."""
+    return conn.execution_options(stream_results=True, yield_per=PAGE_ROWS).execute(query)
 
 
 def display_url(ledger_url: str) -> str:
@@ -143,10 +164,11 @@ def _load_accepted_events(
     conn: Connection, data: ReportData, in_window: sa.ColumnElement[bool]
 ) -> None:
     d = deliveries
-    rows = conn.execute(
+    rows = _paged(
+        conn,
         sa.select(d.c.metric, d.c.source_time, d.c.recorded_at).where(
             in_window, d.c.outcome == ACCEPTED, d.c.metric.is_not(None)
-        )
+        ),
     )
     times: list[tuple[str, datetime]] = []
     latencies: list[float] = []
@@ -199,20 +221,31 @@ def _payload(text: str | None) -> dict[str, Any] | None:
 
 @dataclass
 class _Group:
-    """Every ledger row of one record in one category (set aside, or mismatched profile)."""
+    """One record in one category (set aside, or mismatched profile), over all its rows.
 
-    rows: list[Mapping[str, Any]] = field(default_factory=list)
+    Only the newest row's fields the page shows are kept, with the first time and the count:
+    a record met in every run of a month costs one small dict, not a payload per run.
+    """
+
+    latest: Mapping[str, Any] = field(default_factory=dict)
+    first_seen: datetime | None = None
+    times_seen: int = 0
+    delivered: bool = False
     customer: str | None = None
 
-    @property
-    def latest(self) -> Mapping[str, Any]:
-        return self.rows[-1]
+    def add(self, row: sa.RowMapping) -> None:
+        """Count a row (rows come oldest first)."""
+        if self.first_seen is None:
+            self.first_seen = as_utc(row["recorded_at"])
+        self.latest = {name: row[name] for name in _KEPT}
+        self.times_seen += 1
+        self.delivered = self.delivered or bool(row["delivered"])
 
     def to_row(self) -> RecordRow:
         latest = self.latest
         stream = str(latest["stream"])
         when = as_utc(latest["recorded_at"])
-        first = as_utc(self.rows[0]["recorded_at"])
+        first = self.first_seen
         assert when is not None  # the column is NOT NULL
         assert first is not None
         return RecordRow(
@@ -225,9 +258,9 @@ class _Group:
             customer=self.customer,
             when=when,
             first_seen=first,
-            times_seen=len(self.rows),
+            times_seen=self.times_seen,
             replayed_at=as_utc(latest["replayed_at"]),
-            delivered_later=any(r["delivered"] for r in self.rows),
+            delivered_later=self.delivered,
         )
 
 
@@ -252,16 +285,17 @@ def _load_set_aside(
         )
         .label("delivered")
     )
+    columns = [d.c[name] for name in _KEPT]
     query = (
-        sa.select(d, delivered)
+        sa.select(*columns, d.c.record_key, d.c.payload, delivered)
         .where(in_window, sa.or_(d.c.outcome.in_(SET_ASIDE), d.c.reason.in_(MISMATCH_REASONS)))
         .order_by(d.c.id)
     )
     groups: dict[tuple[str, str, bool], _Group] = {}
-    for found in conn.execute(query).mappings():
+    for found in _paged(conn, query).mappings():
         mismatch = found["reason"] in MISMATCH_REASONS
         group = groups.setdefault((found["stream"], found["record_key"], mismatch), _Group())
-        group.rows.append(dict(found))
+        group.add(found)
         customer = masks.learn(found["profile_hash"], _payload(found["payload"]))
         group.customer = customer or group.customer
     outstanding: list[RecordRow] = []
