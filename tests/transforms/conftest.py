@@ -14,6 +14,7 @@ import pytest
 
 from emulators.swap import SwapEmulator
 from swap_transforms.engine import MappingEngine
+from swap_transforms.source_check import load_sources
 from tests.conftest import REPO, SWAP_NOW
 
 TRANSFORMS = REPO / "transforms"
@@ -121,7 +122,8 @@ def with_items(record: dict[str, Any], *changes: dict[str, Any]) -> dict[str, An
 
 @pytest.fixture(scope="session")
 def default_engine() -> MappingEngine:
-    return MappingEngine.from_files([str(DEFAULT_MAPPING)], clock=clock)
+    # With the tap's schemas, as preview and the mapping tests load it.
+    return MappingEngine.from_files([str(DEFAULT_MAPPING)], clock=clock, sources=load_sources())
 
 
 @pytest.fixture(scope="session")

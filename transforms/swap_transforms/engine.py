@@ -18,7 +18,7 @@ import difflib
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,6 +36,7 @@ from swap_transforms.program import (
     load_program,
 )
 from swap_transforms.sandbox import Scope
+from swap_transforms.source_check import SourceChecker, absent_as_null
 from swap_transforms.values import check_native, check_output, iterate, locate_failure
 
 MAPPING_ERROR = "mapping_error"
@@ -94,6 +95,9 @@ class MappingEngine:
         #: Where each failing rule is written (file:line), for the summary at the end of a run.
         self.locations: dict[str | None, str] = {}
         self.outputs: dict[str, OutputStream] = {}
+        self._absent_as_null: dict[str, dict[str, None]] = {}
+        #: Per source stream, null-safety findings of its last schema check (see source_check).
+        self.source_warnings: dict[str, list[Problem]] = {}
         self._streams: dict[str, list[StreamRules]] = {}
         problems: list[Problem] = []
         for program in self.programs:
@@ -152,6 +156,7 @@ class MappingEngine:
         clock: Callable[[], str] = utc_now,
         contract: Contract | None = None,
         tolerated_rules: Iterable[str] = (),
+        sources: Mapping[str, dict[str, Any]] | None = None,
     ) -> MappingEngine:
         """Load every mapping file, reporting the problems of all of them together.
 
@@ -167,7 +172,48 @@ class MappingEngine:
                 problems.extend(error.problems)
         if problems:
             raise MappingFileError(problems)
-        return cls(programs, clock, tolerated_rules)
+        engine = cls(programs, clock, tolerated_rules)
+        for stream, schema in (sources or {}).items():
+            if engine.handles(stream):
+                problems.extend(engine.source_problems(stream, schema))
+        if problems:
+            raise MappingFileError(problems)
+        for stream, schema in (sources or {}).items():
+            engine.check_source(stream, schema)
+        return engine
+
+    def source_problems(self, stream: str, schema: dict[str, Any]) -> list[Problem]:
+        """What the mappings of `stream` get wrong about its schema (fields it does not have).
+
+        Null-safety findings (a field that may be null used where null raises) are kept in
+        `source_warnings`: they are reported with their fix but do not stop the mapping.
+        """
+        problems: list[Problem] = []
+        warnings: list[Problem] = []
+        for rules in self._streams.get(stream, ()):
+            program = rules.program
+            raw, site = program.raw_streams[stream]
+            outputs = {name: output.schema for name, output in program.outputs.items()}
+            checker = SourceChecker(program.raw_definitions, schema, outputs)
+            problems.extend(checker.check_stream(raw, site))
+            warnings.extend(checker.warnings)
+        self.source_warnings[stream] = warnings
+        return problems
+
+    def check_source(self, stream: str, schema: dict[str, Any]) -> None:
+        """Take `schema` as the schema of `stream`'s records, or refuse it (`MappingFileError`).
+
+        Once accepted, a field the schema declares (nullable) that a record leaves out reads as
+        null: `record.customer_name` on a return without it is None, as Singer means it.
+        """
+        problems = self.source_problems(stream, schema)
+        if problems:
+            raise MappingFileError(problems)
+        fill = absent_as_null(schema)
+        if fill:
+            self._absent_as_null[stream] = fill
+        else:
+            self._absent_as_null.pop(stream, None)
 
     @property
     def source_streams(self) -> list[str]:

@@ -330,8 +330,22 @@ class SwapTransformsMapper(InlineMapper):
             return self._output_schema(stream)
         if not self._mapped(stream):
             return []
+        self._check_source(stream, message_dict["schema"])
         self._source_schemas.add(stream)
         return self._schema_messages(stream)
+
+    def _check_source(self, stream: str, schema: dict[str, Any]) -> None:
+        """The mapping against the stream's schema, before any of its records is mapped.
+
+        A field the schema does not have (a typo) stops the run here (`MappingFileError`, exit
+        2, every problem with file and line); a field that may be null used where null fails
+        is logged with its fix once per stream.
+        """
+        first = stream not in self._source_schemas
+        self.engine.check_source(stream, schema)
+        if first:
+            for warning in self.engine.source_warnings.get(stream, []):
+                self.logger.warning("Mapping: %s", warning)
 
     def _record_outputs(self, message_dict: dict[str, Any]) -> tuple[list[Message], list[Output]]:
         """SCHEMA messages still to send and the output records of one RECORD message."""

@@ -9,6 +9,7 @@ rule names, emits to undeclared outputs and required output fields that no rule 
 
 from __future__ import annotations
 
+import difflib
 import graphlib
 import json
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from swap_transforms.sandbox import ENVIRONMENT, GLOBAL_NAMES, Expression, parse
 from swap_transforms.schema_check import compile_quick_check, validator_regexes
 from swap_transforms.values import (
     FOR_EACH_SHAPE,
+    LiteralValue,
     MappingValue,
     Site,
     ValueCompiler,
@@ -130,6 +132,10 @@ class MappingProgram:
     definitions: dict[str, Expression] = field(default_factory=dict)
     names: dict[str, Any] = field(default_factory=dict)
     streams: dict[str, StreamRules] = field(default_factory=dict)
+    #: The file's definitions (its includes' too) and streams as written, with where they are:
+    #: checked again once a source stream's schema is known (see source_check).
+    raw_definitions: dict[str, tuple[Any, Site]] = field(default_factory=dict)
+    raw_streams: dict[str, tuple[dict[str, Any], Site]] = field(default_factory=dict)
 
 
 def load_program(path: str, contract: Contract | None = None) -> MappingProgram:
@@ -166,6 +172,19 @@ def structure_problems(doc: YamlDocument, *, definitions_only: bool) -> list[Pro
         path = tuple(error.absolute_path)
         problems.append(Problem(doc.path, doc.line(path), _where(doc.data, path), _message(error)))
     return sorted(problems, key=lambda problem: (problem.line or 0, problem.message))
+
+
+def _literal_problem(value: Any, schema: dict[str, Any]) -> str | None:
+    """Why a YAML literal does not fit its output field's schema, or None."""
+    try:
+        kind = jsonschema.validators.validator_for(schema)
+        validator = kind(schema, format_checker=kind.FORMAT_CHECKER)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    except jsonschema.SchemaError:
+        return None  # the output's schema was checked when it loaded; a part alone may not be
+    if error is None:
+        return None
+    return f"{json.dumps(value)[:60]} does not fit the output: {error.message[:200]}"
 
 
 def _where(data: Any, path: tuple[Any, ...]) -> str:
@@ -215,9 +234,13 @@ class _Loader:
         raw_definitions = self._collect_definitions()
         self.known = frozenset({RECORD_NAME, *raw_definitions})
         self._compile_definitions(raw_definitions)
+        self.program.raw_definitions = {
+            name: (raw.value, raw.site) for name, raw in raw_definitions.items()
+        }
         for stream, raw in self.data["streams"].items():
             site = Site(self.doc, ("streams", stream), f"stream '{stream}'")
             self.program.streams[stream] = self._stream(stream, raw, site)
+            self.program.raw_streams[stream] = (raw, site)
         if self.problems:
             self.problems.sort(key=lambda p: (p.file != self.doc.path, p.file, p.line or 0))
             raise MappingFileError(self.problems)
@@ -446,6 +469,37 @@ class _Loader:
             location=f"{self.doc.path}:{self.doc.line(site.path)}",
         )
 
+    def _check_fields(self, spec: ValueSpec, schema: Any, site: Site, stream: str) -> None:
+        """Literals against the output's schema, and fields a closed object does not have.
+
+        `value: "abc"` where a number is required, or `metrc:` in an output that lists its
+        fields and takes no others, would fail on every record: refused here instead.
+        """
+        if not isinstance(schema, dict):
+            return
+        if isinstance(spec, LiteralValue):
+            problem = _literal_problem(spec.value, schema)
+            if problem is not None:
+                self.problems.append(site.problem(f"the literal {problem}"))
+            return
+        if not isinstance(spec, MappingValue):
+            return
+        declared = schema.get("properties")
+        fields: dict[str, Any] = declared if isinstance(declared, dict) else {}
+        closed = schema.get("additionalProperties") is False
+        for key, member in spec.items:
+            label = f"{spec.label}.{key}" if spec.label else key
+            member_site = site.at(key, f"{site.where.split(', field ')[0]}, field '{label}'")
+            if key in fields:
+                self._check_fields(member, fields[key], member_site, stream)
+            elif closed:
+                close = difflib.get_close_matches(key, sorted(fields), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                message = f"'{stream}' has no field '{label}'{hint}"
+                self.problems.append(member_site.problem(message))
+            elif isinstance(schema.get("additionalProperties"), dict):
+                self._check_fields(member, schema["additionalProperties"], member_site, stream)
+
     def _emits(self, raw: dict[str, Any], site: Site, known: frozenset[str]) -> list[Emit]:
         emits: list[Emit] = []
         declared = self.data["outputs"]
@@ -465,5 +519,6 @@ class _Loader:
             if missing:
                 message = f"required field(s) of '{stream}' not set: {', '.join(missing)}"
                 self.problems.append(emit_site.problem(message))
+            self._check_fields(spec, output.schema, emit_site, stream)
             emits.append(Emit(stream, spec))
         return emits
