@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from swap_webhooks.commit import GroupCommit
 from swap_webhooks.guard import CLOSE_AFTER, check_media_type, read_body
 from swap_webhooks.runner import Runner, describe_command
 from swap_webhooks.settings import Settings
@@ -42,6 +43,7 @@ class Receiver:
         self.store: DeliveryStore | None = None
         self.runner: Runner | None = None
         self.started_at = time.time()
+        self.commits: GroupCommit | None = None  # deliveries of a burst share one commit
         # Answer times of recent accepted deliveries, in ms: the 100 ms budget, observed.
         self.answer_ms: deque[float] = deque(maxlen=1000)
 
@@ -67,7 +69,7 @@ class Receiver:
     async def webhook(self, request: Request) -> Response:
         received_at = time.time()
         start = time.perf_counter()
-        store, runner = self._parts()
+        _, runner = self._parts()
         settings = self.settings
         try:
             check_media_type(request)
@@ -83,7 +85,7 @@ class Receiver:
             )
         except Refused as refused:
             return await self._refuse(refused.reason)
-        new = await run_in_threadpool(store.add, delivery, received_at)
+        new = await self.group_commit().add(delivery, received_at)
         if new:
             runner.notify()
             logger.info("accepted %s for return %s", delivery.event, delivery.return_id)
@@ -149,9 +151,15 @@ class Receiver:
         assert self.runner is not None, "lifespan not started"
         return self.store, self.runner
 
-    async def _refuse(self, reason: Reason) -> Response:
+    def group_commit(self) -> GroupCommit:
+        """The store's group commit: deliveries and refusal counts of a burst share one fsync."""
         store, _ = self._parts()
-        await run_in_threadpool(store.count_refusal, reason)
+        if self.commits is None:
+            self.commits = GroupCommit(store)
+        return self.commits
+
+    async def _refuse(self, reason: Reason) -> Response:
+        await self.group_commit().count_refusal(reason)
         logger.info("refused a delivery: %s", reason.key)
         headers = {"connection": "close"} if reason in CLOSE_AFTER else None
         return JSONResponse({"error": reason.phrase}, status_code=reason.status, headers=headers)

@@ -178,13 +178,12 @@ def server_config(
 
 
 def refusal_counter(app: Any) -> Callable[[Reason], None]:
-    """Count a cut connection as a refusal, off the event loop (the store writes to disk)."""
+    """Count a cut connection as a refusal, in the app's next group commit (never on the loop)."""
 
     def count(reason: Reason) -> None:
         logger.info("refused a connection: %s", reason.key)
         receiver = getattr(getattr(app, "state", None), "receiver", None)
-        store = getattr(receiver, "store", None)
-        if store is not None:
-            asyncio.get_running_loop().run_in_executor(None, store.count_refusal, reason)
+        if receiver is not None and receiver.store is not None:
+            receiver.group_commit().note_refusal(reason)
 
     return count

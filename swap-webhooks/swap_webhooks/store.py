@@ -17,7 +17,7 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -214,23 +214,40 @@ class DeliveryStore:
 
     def add(self, delivery: Delivery, received_at: float) -> bool:
         """Persist an accepted delivery; False when its nonce was seen before (a redelivery)."""
+        return self.add_many([(delivery, received_at)])[0]
+
+    def add_many(
+        self,
+        deliveries: Sequence[tuple[Delivery, float]],
+        refusals: Mapping[Reason, int] | None = None,
+    ) -> list[bool]:
+        """Persist deliveries (and count refusals) that came together: one fsync, not one each.
+
+        A burst's answers wait for its commits (``synchronous=FULL``); committed one by one, 200
+        deliveries queued behind 200 fsyncs. Per delivery, the same as :meth:`add`.
+        """
+        results = []
         with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO deliveries (nonce, event, return_id, order_id,"
-                " received_at, expires_at, status) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    delivery.nonce,
-                    delivery.event,
-                    delivery.return_id,
-                    delivery.order_id,
-                    utc_iso(received_at),
-                    delivery.expires_at,
-                    PENDING,
-                ),
-            )
-            new = cursor.rowcount == 1
-            _bump(db, "accepted" if new else "redelivered")
-        return new
+            for reason, count in (refusals or {}).items():
+                _bump(db, f"refused.{reason.key}", count)
+            for delivery, received_at in deliveries:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO deliveries (nonce, event, return_id, order_id,"
+                    " received_at, expires_at, status) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        delivery.nonce,
+                        delivery.event,
+                        delivery.return_id,
+                        delivery.order_id,
+                        utc_iso(received_at),
+                        delivery.expires_at,
+                        PENDING,
+                    ),
+                )
+                new = cursor.rowcount == 1
+                _bump(db, "accepted" if new else "redelivered")
+                results.append(new)
+        return results
 
     def count_refusal(self, reason: Reason) -> None:
         with self._transaction() as db:

@@ -8,6 +8,7 @@ answered a real delivery while they were connected, then cut each of them off an
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -24,7 +25,9 @@ from typing import Any
 import pytest
 
 from emulators.swap import post_webhook, webhook_payload
+from swap_webhooks.commit import GroupCommit
 from swap_webhooks.server import RESERVED_FILES, connection_cap
+from swap_webhooks.verify import Delivery, Reason
 from tests.webhooks.support import (
     SECRET,
     STORE,
@@ -155,7 +158,8 @@ def test_100_slow_connections_do_not_keep_a_delivery_from_being_answered(
     for client in headers + bodies:
         assert client.pending, "a slow client got to send its whole request"
         assert client.answer.startswith(b"HTTP/1.1 408 "), client.answer[:40]
-    assert refusals(receiver)["too_slow"] == 100
+    # Cut connections are counted in the next group commit, just after their answers.
+    wait_until(lambda: refusals(receiver)["too_slow"] == 100, what="100 refusals counted")
     assert receiver.metrics()["deliveries"]["accepted"] == 1
 
 
@@ -271,3 +275,68 @@ def _post(port: int, body: bytes, content_type: str | None) -> bytes:
         while chunk := conn.recv(65536):
             answer += chunk
     return answer
+
+
+class _RecordingStore:
+    """A store that records its transactions (``add_many`` calls)."""
+
+    def __init__(self, *, batches: bool) -> None:
+        self.transactions: list[tuple[int, dict[str, int]]] = []
+        self.nonces: set[str] = set()
+        self.refused: dict[str, int] = {}
+        if batches:
+            self.add_many = self._add_many
+
+    def _add_many(self, items: Any, refusals: Any) -> list[bool]:
+        self.transactions.append((len(items), {r.key: n for r, n in refusals.items()}))
+        time.sleep(0.005)  # an fsync: what arrives meanwhile waits for the next transaction
+        for reason, count in refusals.items():
+            self.refused[reason.key] = self.refused.get(reason.key, 0) + count
+        return [self._insert(delivery.nonce) for delivery, _ in items]
+
+    def add(self, delivery: Any, received_at: float) -> bool:
+        self.transactions.append((1, {}))
+        return self._insert(delivery.nonce)
+
+    def count_refusal(self, reason: Any) -> None:
+        self.transactions.append((0, {reason.key: 1}))
+        self.refused[reason.key] = self.refused.get(reason.key, 0) + 1
+
+    def _insert(self, nonce: str) -> bool:
+        new = nonce not in self.nonces
+        self.nonces.add(nonce)
+        return new
+
+
+@pytest.mark.parametrize("batches", [True, False])
+def test_deliveries_arriving_together_share_commits(batches: bool) -> None:
+    """200 deliveries and 50 refusals at once: each recorded once, in few transactions."""
+    store = _RecordingStore(batches=batches)
+
+    async def burst() -> list[bool]:
+        commits = GroupCommit(store)
+        deliveries = [_delivery(f"n{i % 190}") for i in range(200)]  # 10 redeliveries
+        refusals = [commits.count_refusal(Reason.TOO_OLD) for _ in range(50)]
+        results = await asyncio.gather(*(commits.add(d, 0.0) for d in deliveries), *refusals)
+        return [r for r in results if r is not None]
+
+    results = asyncio.run(burst())
+    assert results.count(True) == 190
+    assert results.count(False) == 10
+    assert store.refused == {"too_old": 50}
+    if batches:
+        assert len(store.transactions) < 10
+    else:  # an older store without add_many: one transaction each, still correct
+        assert len(store.transactions) == 250
+
+
+def _delivery(nonce: str) -> Delivery:
+    return Delivery(
+        nonce=nonce,
+        event="returnCreated",
+        return_id="ret_0001",
+        order_id=None,
+        store_id=STORE,
+        issued_at=0.0,
+        expires_at=0.0,
+    )
