@@ -118,11 +118,12 @@ def sent_operations(klaviyo: RecordingKlaviyo) -> Counter[tuple[str, str, Any]]:
     )
 
 
-def test_the_emulator_keeps_a_value_appended_twice(klaviyo, config):
-    """The hazard itself: without the mirror, a second append is a second entry."""
+def test_the_emulator_keeps_a_value_appended_twice(klaviyo, config, tmp_path):
+    """The hazard itself: without the mirror (a second, new ledger), a second entry."""
     text = singer([update("u-1", ANA, as_of="2026-03-01T10:00:00+00:00", append={OPEN: ["R"]})])
     assert run_target(config, text).error is None
-    assert run_target({**config, "ledger_url": "sqlite://"}, text).error is None
+    other = f"sqlite:///{tmp_path / 'another-ledger.sqlite'}"
+    assert run_target({**config, "ledger_url": other}, text).error is None
     assert properties_of(klaviyo, ANA)[OPEN] == ["R", "R"]
 
 
