@@ -136,8 +136,8 @@ SET_ASIDE = (REJECTED, FAILED_PROFILE_IMPORT, HELD, MAPPER_EXCEPTION, INVALID_RE
 #: The advisory lock's key: 0.1.0's for the ``public`` schema (a run of either release excludes
 #: the other), the schema's name added for any other.
 _LOCK_KEY_SQL = (
-    "'target-klaviyo ledger' || CASE WHEN current_schema() = 'public' THEN '' "
-    "ELSE ':' || current_schema() END"
+    "'target-klaviyo ledger' || CASE WHEN coalesce(current_schema(), 'public') = 'public' "
+    "THEN '' ELSE ':' || current_schema() END"
 )
 
 

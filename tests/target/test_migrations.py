@@ -380,3 +380,14 @@ def test_0002_downgrades_to_a_ledger_0_1_0_can_use(old_url):
         previous.finish_run("succeeded", {})
     finally:
         previous.close()
+
+
+def test_the_report_reads_a_ledger_not_yet_upgraded_without_writing_it(old_url):
+    """`python -m target_klaviyo.report` only selects: a 0.1.0 ledger's list rows are all held."""
+    from target_klaviyo.report import load_report_data  # noqa: PLC0415 - the report extra
+
+    before = rows(old_url)
+    data = load_report_data(old_url)
+    assert [row.open_returns for row in data.open_returns] == [("RMA-1", "RMA-2")]
+    assert stored_version(old_url) is None
+    assert rows(old_url) == before
