@@ -29,7 +29,6 @@ from target_klaviyo.outcomes import (
     ALREADY_RUNNING,
     CRASHED,
     HOLDING_REASONS,
-    INTERRUPTED,
     MAPPING_ERRORS_HELD,
     SET_ASIDE_OVER_THRESHOLD,
     SUCCEEDED,
@@ -378,8 +377,8 @@ class TargetKlaviyo(Target):
         self.logger.error("Run stopped: %s", message)
         if outcome == CRASHED:
             self.logger.error("Crashed at %s", _where(error))
-        if outcome == INTERRUPTED:
-            self.delivery.background.cancel_queued(error)
+        # Batches still queued are not sent: the run has failed, and no STATE moves past them.
+        self.delivery.background.cancel_queued(error)
         self.finish(outcome, message)
         return outcome
 
