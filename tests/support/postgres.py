@@ -79,7 +79,9 @@ class Cluster:
 
     def __init__(self, binaries: Path) -> None:
         self.binaries = binaries
-        self.root = Path(tempfile.mkdtemp(prefix="klaviyo-pg-"))
+        # Under /tmp when root: a TMPDIR only root may enter would lock the server user out.
+        where = "/tmp" if os.geteuid() == 0 else None
+        self.root = Path(tempfile.mkdtemp(prefix="klaviyo-pg-", dir=where))
         self.data = self.root / "data"
         self.port = 0
         uid, gid = _server_user_ids()
