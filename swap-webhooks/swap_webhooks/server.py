@@ -9,7 +9,7 @@ long as they liked, and with an open-file limit of 256 a real delivery timed out
 - an idle keep-alive connection is closed after ``keep_alive_seconds``;
 - connections beyond ``max_connections`` (lowered to what the open-file limit allows) are
   answered 503 and closed as they arrive, so slow clients cannot take every descriptor;
-- headers are limited to ``MAX_HEADER_BYTES`` (h11 answers 400 beyond);
+- request line and headers still incomplete past ``MAX_HEADER_BYTES`` get a 400 (h11);
 - the body's own deadline is the app's (``body_timeout_seconds``, see :mod:`swap_webhooks.guard`).
 """
 
@@ -84,6 +84,11 @@ class GuardedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        """h11 refused the request (headers past ``MAX_HEADER_BYTES``, bad syntax): counted too."""
+        super().send_400_response(msg)
+        self.on_cut(Reason.MALFORMED)
 
     def _arm_header_timer(self) -> None:
         self._disarm_header_timer()

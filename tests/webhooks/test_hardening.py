@@ -237,6 +237,15 @@ def test_a_body_nested_too_deep_is_a_counted_400_not_a_500(
     assert refusals(receiver)["too_deep"] == 1
 
 
+def test_headers_growing_past_the_limit_are_a_counted_400(receiver: ReceiverThread) -> None:
+    head = b"POST /webhooks/swap HTTP/1.1\r\nHost: receiver\r\nX-Padding: " + b"x" * 20000
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=30) as conn:
+        conn.sendall(head)  # headers that keep coming, never ending
+        answer = conn.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:40]
+    wait_until(lambda: refusals(receiver)["malformed"] == 1, what="the refusal counted")
+
+
 def test_connection_cap_fits_under_the_open_file_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """With 256 files and a hard limit that cannot be raised, fewer connections are let in."""
     config = settings(Path("/tmp"), ["true"], max_connections=256)
