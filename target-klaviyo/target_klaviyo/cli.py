@@ -43,6 +43,7 @@ from target_klaviyo.delivery import Delivery
 from target_klaviyo.events import STREAM as EVENTS_STREAM
 from target_klaviyo.events import EventSender
 from target_klaviyo.ledger import (
+    INVALID_RECORD,
     MAPPER_EXCEPTION,
     Ledger,
     LedgerSchemaError,
@@ -335,7 +336,12 @@ def _resend(delivery: Delivery, by_stream: dict[str, list[dict[str, Any]]]) -> N
 
 
 def _mapper_reasons(rows: Iterable[dict[str, Any]]) -> set[str]:
-    return {r["reason"] for r in rows if r["outcome"] == MAPPER_EXCEPTION}
+    """Reasons a fix at the source (or in the mapping) settles: the record comes again then.
+
+    Mapper exceptions, and records the target could not read or found out of bounds (outcome
+    ``invalid_record``): resending the same record would fail the same way.
+    """
+    return {r["reason"] for r in rows if r["outcome"] in (MAPPER_EXCEPTION, INVALID_RECORD)}
 
 
 @main.command()

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from target_klaviyo.cli import main as klaviyo_ops
 from tests.target.conftest import (
     EVENTS,
     EXECUTABLE,
@@ -224,3 +226,21 @@ def test_the_record_key_names_a_readable_record_and_a_hash_otherwise(config, led
     assert second["record_key"].startswith("unreadable:")
     assert second["stream"] == "(input)"
     assert json.loads(second["payload"]) == {"input_line": "{oops"}
+
+
+def test_dead_letters_show_the_line_and_replay_says_to_fix_the_source(config, tmp_path):
+    line, _ = CASES["surrogate_in_email"]
+    text = (schema(EVENTS) + b"\n" + line + b"\n").decode()
+    assert run_target(config, text).error is None
+    config_file = tmp_path / "ops-config.json"
+    config_file.write_text(json.dumps(config))
+    out = tmp_path / "dead.jsonl"
+    args = ["--config", str(config_file), "dead-letters", "--output", str(out)]
+    assert CliRunner().invoke(klaviyo_ops, args).exit_code == 0
+    [letter] = [json.loads(row) for row in out.read_text().splitlines()]
+    assert letter["reason"] == "unreadable_record"
+    assert "\\ud83d" in letter["record"]["input_line"], "the line as it came, escaped"
+    replay = CliRunner().invoke(klaviyo_ops, ["--config", str(config_file), "replay"])
+    assert replay.exit_code == 0, replay.output
+    assert "unreadable_record" in replay.output
+    assert "fix the source record or the mapping, then re-sync it" in replay.output
