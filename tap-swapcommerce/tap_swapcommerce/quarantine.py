@@ -68,14 +68,19 @@ class IntegrationExceptionsStream(Stream):
         self._write_record_message(exception_record(source_stream, aside))
 
 
+#: The contract's ``maxLength`` of ``source_key``: a longer id is no key the ledger can hold.
+MAX_KEY_LENGTH = 255
+
+
 def exception_record(source_stream: str, aside: SetAside) -> Record:
     """The record, with an id stable across runs: the lookback re-reading it records it once."""
-    key = aside.source_key or f"sha256:{aside.fingerprint}"
+    source_key = aside.source_key if len(aside.source_key or "") <= MAX_KEY_LENGTH else None
+    key = source_key or f"sha256:{aside.fingerprint}"
     parts = (source_stream, key, "", UNREADABLE, aside.updated_at or "")
     return {
         "exception_id": hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32],
         "source_stream": source_stream,
-        "source_key": aside.source_key,
+        "source_key": source_key,
         "rule": None,
         "reason": UNREADABLE,
         "detail": aside.detail,
