@@ -31,8 +31,9 @@ EMAIL = "zoe.quixote@example.org"
 NAME = "Zoë Quixote"
 PHONE = "+14155550199"
 ADDRESS = "42 Wallaby Way, Sydney"
-#: What must never appear in a log: the personal data above, and recognisable parts of it.
-SECRETS = (EMAIL, "quixote", "Quixote", "4155550199", "Wallaby")
+#: What must never appear in a log: the personal data above, recognisable parts of it, and the
+#: email of the good records around the bad lines.
+SECRETS = (EMAIL, "quixote", "Quixote", "4155550199", "Wallaby", "ana@example.com")
 
 
 def message(kind: str, **fields: Any) -> bytes:
