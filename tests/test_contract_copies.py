@@ -42,3 +42,12 @@ def test_each_copy_is_byte_identical() -> None:
         or (MAPPER / name).read_bytes() != (TARGET / name).read_bytes()
     ]
     assert different == [], f"{', '.join(different)} differ: {FIX}"
+
+
+def test_the_taps_exceptions_schema_is_a_byte_identical_copy() -> None:
+    """tap-swapcommerce emits integration_exceptions too, in the target's schema (its own copy)."""
+    name = "integration_exceptions.json"
+    tap_copy = REPO / "tap-swapcommerce" / "tap_swapcommerce" / "schemas" / name
+    assert tap_copy.read_bytes() == (TARGET / name).read_bytes(), (
+        f"copy {TARGET / name} to {tap_copy} in the same commit"
+    )
