@@ -350,3 +350,15 @@ def test_the_committed_sample_is_what_its_script_writes() -> None:
     assert generate.sample_text() == (TRANSFORMS / "samples" / "returns.jsonl").read_text(), (
         "run .venv/bin/python transforms/samples/generate.py"
     )
+
+
+def test_a_field_the_source_does_not_have_is_refused_at_load(run: Run, project: Path) -> None:
+    """The tap's shipped schemas stand in for its SCHEMA message: a typo never reaches a test."""
+    mapping = project / "swap_to_klaviyo.yml"
+    edit(mapping, "record.customer_currency", "record.customer_curency")
+    status, out = run(str(project / "swap_to_klaviyo.tests.yml"))
+    assert status == 2
+    assert f"{mapping}:" in out
+    assert "unknown field 'customer_curency'" in out
+    assert "(did you mean 'customer_currency'?)" in out
+    assert "FAIL" not in out

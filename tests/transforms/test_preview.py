@@ -70,6 +70,11 @@ def test_singer_messages_from_a_pipe() -> None:
     assert 'append swap_open_returns ["SW-2"]' in out
     assert "swap_last_return_status=completed" in out
     assert "returns ret_3\n  REJECTED  invalid_email: customer_email is not a valid" in out
+    # Fields that may be null where null fails come first, with their line and fix.
+    notes = [line for line in out.splitlines() if line.startswith("note: ")]
+    assert notes
+    assert all("may be null" in note and "swap_to_klaviyo.yml:" in note for note in notes)
+    assert out.startswith(notes[0])
     summary = out.strip().splitlines()[-1]
     assert summary.startswith("Summary: 3 source record(s); 14 events (")
     assert "Refunded Order 3, Return Inspected 2" in summary

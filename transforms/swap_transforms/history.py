@@ -40,7 +40,7 @@ from swap_transforms.errors import MappingFileError
 from swap_transforms.expectations import Mismatch, compare
 from swap_transforms.mapping_tests import TEST_CLOCK, Produced, map_by_rule, shown
 from swap_transforms.overrides import VARIABLE, requested
-from swap_transforms.preview import InputError, mask_emails, read_records
+from swap_transforms.preview import InputError, load_engine, mask_emails, read_records
 
 DEFAULT_MAPPING = "transforms/swap_to_klaviyo.yml"
 TAP_START = "TAP_SWAPCOMMERCE_START_DATE"
@@ -286,8 +286,7 @@ def engines(args: argparse.Namespace, workdir: Path) -> tuple[MappingEngine, Map
     base = args.base or committed_copy(production, args.base_ref, workdir)
     label = ", ".join(args.base) if args.base else f"{', '.join(production)} at git {args.base_ref}"
     clock = lambda: TEST_CLOCK  # noqa: E731 - outputs comparable between the two mappings
-    committed = MappingEngine.from_files(base, clock=clock)
-    return committed, MappingEngine.from_files(mine, clock=clock), label
+    return load_engine(base, clock=clock), load_engine(mine, clock=clock), label
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ from typing import Any
 from swap_transforms.engine import MappingEngine, _RecordRun
 from swap_transforms.errors import MappingFileError, Problem
 from swap_transforms.expectations import compare, matches
-from swap_transforms.preview import InputError, encoder, read_records
+from swap_transforms.preview import InputError, encoder, load_engine, read_records, source_notes
 from swap_transforms.testfile import Document, check_structure, load
 
 #: The exception records of a test run carry this time, so that runs are comparable.
@@ -178,7 +178,7 @@ class TestFile:
             self.mappings = [str(base / name) for name in data["mapping"]]
         else:
             self.mappings = [str(base / (path.name.removesuffix(".tests.yml") + ".yml"))]
-        self.engine = MappingEngine.from_files(self.mappings, clock=lambda: TEST_CLOCK)
+        self.engine = load_engine(self.mappings, clock=lambda: TEST_CLOCK)
         self.contract = None
         if data.get("contract"):
             self.contract = Contract.load(base / data["contract"], str(base / data["contract"]))
@@ -598,6 +598,8 @@ def main(argv: list[str] | None = None) -> int:
         failed += len(failures)
         for failure in failures:
             out.write(failure.render(show_emails=args.show_emails) + "\n\n")
+        for note in source_notes(run.file.engine):
+            out.write(f"note: {note}\n")
         verdict = "ok" if not failures else f"{len(failures)} failure(s)"
         out.write(f"{path}: {run.tests_run} test(s), {verdict}\n")
     out.write(f"\n{ran} test(s) in {len(files)} file(s): {'FAILED' if failed else 'passed'}\n")

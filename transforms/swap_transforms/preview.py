@@ -21,19 +21,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import IO, Any
 
 import msgspec
 
-from swap_transforms.engine import MappingEngine, Output
+from swap_transforms.contract import Contract
+from swap_transforms.engine import MappingEngine, Output, utc_now
 from swap_transforms.errors import MappingFileError
 from swap_transforms.overrides import VARIABLE, requested
+from swap_transforms.source_check import load_sources
 
 SINGER_TYPES = frozenset({"SCHEMA", "RECORD", "STATE", "ACTIVATE_VERSION", "BATCH"})
 EVENTS = "klaviyo_events"
@@ -58,6 +61,21 @@ encoder = msgspec.json.Encoder(enc_hook=_enc_hook, decimal_format="number")
 
 class InputError(Exception):
     """The sample input cannot be read; says where, never what (it may be personal data)."""
+
+
+def load_engine(files: list[str], clock: Callable[[], str] = utc_now) -> MappingEngine:
+    """The engine as a run builds it, checked against the tap's shipped source schemas.
+
+    A run checks field names when the tap's SCHEMA arrives; previews and tests have no tap, so
+    the schemas shipped with the mapper stand in (a typo is refused at load, with its line).
+    """
+    contract = Contract.load(os.environ.get("SWAP_TRANSFORMS_CONTRACT_SCHEMAS") or None)
+    return MappingEngine.from_files(files, clock=clock, contract=contract, sources=load_sources())
+
+
+def source_notes(engine: MappingEngine) -> list[str]:
+    """Fields that may be null where null fails, with their fix (they do not stop a run)."""
+    return [str(note) for notes in engine.source_warnings.values() for note in notes]
 
 
 def read_records(text: str, default_stream: str | None) -> Iterator[tuple[str, Any]]:
@@ -270,10 +288,11 @@ def main(argv: list[str] | None = None) -> int:
             message = f"name the mapping files: --mapping FILE (or set {VARIABLE})\n"
             sys.stderr.write(f"swap-transforms-preview: {message}")
             return 2
-        engine = MappingEngine.from_files(files)
+        engine = load_engine(files)
     except MappingFileError as error:
         sys.stderr.write(f"swap-transforms-preview: the mapping cannot be used:\n{error}\n")
         return 2
+
     default_stream = args.stream
     if default_stream is None and len(engine.source_streams) == 1:
         default_stream = engine.source_streams[0]
@@ -294,6 +313,8 @@ def _run(
     report = None
     if args.format == "text":
         report = TextReport(out, engine.exception_streams, show_emails=args.show_emails)
+        for note in source_notes(engine):
+            out.write(f"note: {note}\n")
     errors: Counter[str] = Counter()
     for source, record in read_records(stream.read(), default_stream):
         if not engine.handles(source):
