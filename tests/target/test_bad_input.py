@@ -161,6 +161,7 @@ def ledger_at(request, config, ledger_path):
     return config["ledger_url"]
 
 
+@pytest.mark.slow
 def test_every_bad_line_is_set_aside_and_the_run_goes_on(klaviyo, config, ledger_at, tmp_path):
     data = _input(CASES, [message("STATE", value={"bookmark": 1})])
     first = run_bytes(config, data, tmp_path)
@@ -193,6 +194,7 @@ def test_every_bad_line_is_set_aside_and_the_run_goes_on(klaviyo, config, ledger
     assert_no_secrets(second.stderr.decode("utf-8", "replace"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in CASES if n != "not_utf8"])
 def test_each_bad_line_alone_in_process(klaviyo, config, ledger_path, caplog, name):
     _, detail = CASES[name]

@@ -133,6 +133,7 @@ def _input(extra: list[Any]) -> str:
     return singer(items)
 
 
+@pytest.mark.slow
 def test_each_out_of_bounds_record_is_set_aside_naming_its_field(
     klaviyo, config, ledger_at, tmp_path
 ):
