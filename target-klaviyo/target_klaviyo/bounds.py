@@ -3,8 +3,8 @@
 The schemas (``schemas/*.json``) bound lengths, sizes and number ranges. What they cannot say
 is checked here, after the schema passed: a time within a window of *now* (an ``as_of`` in year
 9999 would freeze a profile, since no later update could be newer), nesting no deeper than
-Klaviyo's ten levels of nested objects, property names Klaviyo and the ledger can hold. A record outside is
-set aside as ``out_of_bounds`` with the field named, never its value.
+Klaviyo's ten levels of nested objects, property names Klaviyo and the ledger can hold. A record
+outside is set aside as ``out_of_bounds`` with the field named, never its value.
 
 Lookups put ids and emails in a URL's ``filter``: :func:`url_chunks` splits them so that no URL
 passes :data:`MAX_FILTER_CHARS`, and hands back any single value too long for a URL on its own.
