@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -138,16 +138,17 @@ class ThrottleBudget:
     throttling, or asks to wait hours, ends within it.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.seconds = seconds
         self.used = 0.0
         self._until = 0.0
+        self._clock = clock
         self._lock = threading.Lock()
 
     def take(self, wait: float) -> float | None:
         """Reserve ``wait`` seconds from now; None if granted, else the seconds that were left."""
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             added = max(0.0, now + wait - max(now, self._until))
             left = self.seconds - self.used
             if left <= 0 or added > left:

@@ -79,6 +79,7 @@ def summary_text(config: dict[str, Any], tmp_path: Path) -> str:
 # -- crashes --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_unexpected_exception_is_a_visible_crash_then_the_next_run_recovers(
     klaviyo: RecordingKlaviyo,
     config: dict[str, Any],
@@ -156,6 +157,7 @@ def test_outcomes_of_exceptions_and_their_precedence() -> None:
 # -- held mappings --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_mapping_errors_deliver_everything_else_then_fail_the_run(
     klaviyo: RecordingKlaviyo, config: dict[str, Any], ledger_path: Path, tmp_path: Path
 ) -> None:
@@ -212,6 +214,7 @@ def test_a_run_left_running_is_marked_interrupted_by_the_next_and_alerted_once(
     assert "marked `interrupted`" in hook.posts[0]["text"]
 
 
+@pytest.mark.slow
 def test_sigterm_ends_the_run_interrupted_with_its_outcome_recorded(
     klaviyo: RecordingKlaviyo, config: dict[str, Any], ledger_path: Path, tmp_path: Path
 ) -> None:

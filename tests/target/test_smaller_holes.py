@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from target_klaviyo.cli import main as klaviyo_ops
@@ -115,6 +116,7 @@ def test_dead_letters_exports_every_unreplayed_row_in_pages_into_an_owner_only_f
 # -- control characters ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_control_characters_from_the_data_are_escaped_in_log_lines(
     klaviyo: RecordingKlaviyo, config: dict[str, Any], tmp_path: Path
 ) -> None:
