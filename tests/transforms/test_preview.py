@@ -65,7 +65,10 @@ def test_singer_messages_from_a_pipe() -> None:
     assert started.startswith("            ReturnId=ret_100, RMA=SW-100, OrderId=5500000000100, ")
     assert 'SKUs=["JKT-M-NAV","CAP-OS-RED"]' in started
     assert "  event     Refunded Order    swap:ret_2:refund:2026-03-07T10:00:00Z  at " in out
-    assert ("  catalog   $custom:::$default:::JKT-M-NAV  +1  (restock swap:ret_100:l1)\n") in out
+    assert (
+        "  catalog   $custom:::$default:::JKT-M-NAV  +1  at 2026-03-05T10:00:00Z  "
+        "(restock swap:ret_100:l1)\n"
+    ) in out
     assert "  profile   m***@example.org  as of 2026-03-01T09:00:00Z; unappend " in out
     assert 'append swap_open_returns ["SW-2"]' in out
     assert "swap_last_return_status=completed" in out

@@ -227,7 +227,9 @@ class TextReport:
         if name == CATALOG:
             self.counts["catalog updates"] += 1
             delta = record.get("inventory_delta")
-            return f"catalog   {record['variant_id']}  {delta:+}  (restock {record['restock_key']})"
+            when = f"  at {record['time']}" if record.get("time") else ""
+            key = record["restock_key"]
+            return f"catalog   {record['variant_id']}  {delta:+}{when}  (restock {key})"
         self.others[name] += 1
         return f"{name}  {json.dumps(record, default=str)}"
 
