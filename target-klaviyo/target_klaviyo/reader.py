@@ -165,7 +165,7 @@ class QuarantiningReader(GenericSingerReader[Any]):
     def _check(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         record, stream = message.get("record"), message.get("stream")
-        if kind == "RECORD" and type(record) is dict and stream in self._schemas:
+        if kind == "RECORD" and type(record) is dict and _name(stream) in self._schemas:
             return  # the usual line, quickly
         if kind not in ("RECORD", "SCHEMA", "STATE", "ACTIVATE_VERSION", "BATCH"):
             raise _RefusedError("not a Singer message type", "type")
@@ -251,7 +251,7 @@ def _inspect(message: dict[str, Any], max_depth: int) -> int:
 
     Raises :class:`_RefusedError` naming the first problem's path.
     """
-    free = FREE_TEXT.get(message.get("stream") or "", frozenset())
+    free = FREE_TEXT.get(_name(message.get("stream")), frozenset())
     repaired = 0
     record = message.get("record") if message.get("type") == "RECORD" else None
     for container, key, value, path, depth in _walk(message):
@@ -302,7 +302,7 @@ def _path(path: tuple[Any, ...]) -> str:
 
 def _identify(message: dict[str, Any] | None, line: Any) -> tuple[str | None, str]:
     """The line's stream (when the target knows it) and a key: the record's, or the line's hash."""
-    stream = message.get("stream") if message else None
+    stream: str | None = _name(message.get("stream")) if message else None
     if stream not in RECORD_KEYS:
         stream = None
     record = message.get("record") if message else None
@@ -312,6 +312,11 @@ def _identify(message: dict[str, Any] | None, line: Any) -> tuple[str | None, st
             return stream, key
     data = line if isinstance(line, bytes | bytearray) else line.encode("utf-8", "surrogatepass")
     return stream, f"unreadable:{hashlib.sha256(data).hexdigest()[:20]}"
+
+
+def _name(value: Any) -> str:
+    """A stream name from a message, or "" when it is not a string (a list cannot be looked up)."""
+    return value if isinstance(value, str) else ""
 
 
 def _clean(text: str) -> bool:

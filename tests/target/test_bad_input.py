@@ -115,6 +115,14 @@ CASES: dict[str, tuple[bytes, str]] = {
         "a RECORD message without a usable 'record'",
     ),
     "unknown_message_type": (message("GOSSIP", email=EMAIL), "not a Singer message type"),
+    "stream_not_a_string": (
+        message("RECORD", stream=[EMAIL], record={"unique_id": "x"}),
+        "stream: a RECORD message without a usable 'stream'",
+    ),
+    "surrogate_in_state": (
+        message("STATE", value={"bookmark": "x\ud83d"}, stream=[NAME]),
+        "value.bookmark: a lone surrogate",
+    ),
     "state_without_value": (message("STATE", bookmark=EMAIL), "without a usable 'value'"),
 }
 
