@@ -19,7 +19,8 @@ from swap_meltano.claim import lock_name
 from tests.webhooks.conftest import Pipeline
 from tests.webhooks.support import ROOT, STATE_ID, VENV_BIN, meltano_jobs
 
-pytestmark = [pytest.mark.meltano, pytest.mark.slow]
+# About 15 s a round on 2 idle cores (5 min in all); far longer on a loaded machine.
+pytestmark = [pytest.mark.meltano, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 LAUNCHER = VENV_BIN / "swap-meltano"
 ROUNDS = 20
@@ -70,9 +71,15 @@ def start_together(pipeline: Pipeline, folder: Path) -> list[tuple[str, subproce
 
 def finish(started: list[tuple[str, subprocess.Popen[bytes]]], folder: Path) -> list[Finished]:
     done = []
-    for name, process in started:
-        code = process.wait(timeout=300)
-        done.append(Finished(name, code, (folder / f"{name}.log").read_text()))
+    try:
+        for name, process in started:
+            code = process.wait(timeout=600)
+            done.append(Finished(name, code, (folder / f"{name}.log").read_text()))
+    finally:
+        for _, process in started:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=60)
     return done
 
 
