@@ -14,7 +14,14 @@ import pytest
 from emulators.klaviyo import KlaviyoEmulator
 from swap_webhooks import webhook_latencies
 from tests.webhooks.conftest import Pipeline
-from tests.webhooks.support import MELTANO, ROOT, SECRET, ReceiverThread, settings, wait_until
+from tests.webhooks.support import (
+    ROOT,
+    SECRET,
+    VENV_BIN,
+    ReceiverThread,
+    settings,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.meltano, pytest.mark.slow]
 
@@ -39,7 +46,9 @@ def accepted_at(ledger: Path, return_id: str, metric: str) -> datetime:
 def test_a_returns_webhook_gets_its_event_and_suppression_to_klaviyo(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    config = settings(tmp_path, [str(MELTANO), "run", "returns-to-klaviyo"], project_dir=str(ROOT))
+    # The project's own run command: the launcher (swap-meltano), as meltano.yml sets it.
+    launcher = str(VENV_BIN / "swap-meltano")
+    config = settings(tmp_path, [launcher, "run", "returns-to-klaviyo"], project_dir=str(ROOT))
     with ReceiverThread(config, env=pipeline.env) as receiver:
         created, result = pipeline.swap.create_return_and_notify(
             receiver.url, SECRET, customer_email=EMAIL
@@ -61,11 +70,16 @@ def test_a_returns_webhook_gets_its_event_and_suppression_to_klaviyo(
         )
         wait_until(receiver.idle, timeout=60, what="the run to finish")
         metrics = receiver.metrics()
+        last_run = receiver.health()["last_run"]
 
     assert [e["unique_id"] for e in events] == [f"swap:{created['return_id']}:started"]
     assert open_returns(pipeline.klaviyo) == [created["rma_number"]]
     assert metrics["runs"]["succeeded"] >= 1
     assert metrics["runs"]["crashed"] == metrics["runs"]["failed"] == 0
+    # The outcome is the pipeline's own last line, and the run's whole output is kept.
+    assert last_run["outcome"] == "succeeded"
+    assert "run outcome: succeeded" in Path(last_run["log_file"]).read_text()
+    assert "run outcome: succeeded" in last_run["output_tail"]
     # The latency the health report will compute: from the webhook to Klaviyo's acceptance.
     [(return_id, received_at)] = webhook_latencies(config.state_db)
     assert return_id == created["return_id"]
