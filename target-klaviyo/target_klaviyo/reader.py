@@ -202,6 +202,8 @@ def _decode(line: Any) -> Any:
         raise _RefusedError(f"nested deeper than {MAX_DEPTH} levels") from None
     except msgspec.ValidationError:  # the only one an untyped decode raises: a huge integer
         raise _RefusedError("a number out of range") from None
+    except ArithmeticError:  # Decimal refuses an exponent beyond its limits (1e999999999999999)
+        raise _RefusedError("a number out of range") from None
     except UnicodeEncodeError:  # text holding a lone surrogate itself (in-process input)
         return _decode_keeping_surrogates(line)
     except msgspec.DecodeError as error:
@@ -228,7 +230,7 @@ def _decode_keeping_surrogates(line: Any) -> Any:
         raise _RefusedError(f"nested deeper than {MAX_DEPTH} levels") from None
     except json.JSONDecodeError:
         raise _RefusedError("not valid JSON") from None
-    except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits, as msgspec
+    except (ValueError, ArithmeticError):  # over 4,300 digits (as msgspec), a huge exponent
         raise _RefusedError("a number out of range") from None
 
 

@@ -82,6 +82,10 @@ CASES: dict[str, tuple[bytes, str]] = {
         record(EVENTS, _event("huge")).replace(b'"value": 1', b'"value": ' + b"9" * 5000),
         "a number out of range",
     ),
+    "huge_exponent": (
+        record(EVENTS, _event("exponent")).replace(b'"value": 1', b'"value": 1e99999999999999999999'),
+        "a number out of range",
+    ),
     "nested_150_deep": (_nested(150), "properties.x[0][0][0][0]...: nested deeper than 100"),
     "nested_990_deep": (_nested(990), "nested deeper than 100"),
     "nested_1500_deep": (_nested(1500), "nested deeper than 100"),
