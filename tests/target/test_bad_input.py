@@ -83,7 +83,7 @@ CASES: dict[str, tuple[bytes, str]] = {
         "a number out of range",
     ),
     "huge_exponent": (
-        record(EVENTS, _event("exponent")).replace(b'"value": 1', b'"value": 1e99999999999999999999'),
+        record(EVENTS, _event("exponent")).replace(b'"value": 1', b'"value": 1e' + b"9" * 20),
         "a number out of range",
     ),
     "nested_150_deep": (_nested(150), "properties.x[0][0][0][0]...: nested deeper than 100"),
