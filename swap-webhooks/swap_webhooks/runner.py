@@ -97,6 +97,9 @@ class OutputCapture:
         *complete, self._partial = (self._partial + chunk).split(b"\n")
         for line in complete:
             self._line(line)
+        if len(self._partial) > _CHUNK:  # a line without end is read in pieces, not hoarded
+            self._line(self._partial)
+            self._partial = b""
 
     def start_attempt(self) -> None:
         """Each try of the run is read on its own: an outcome belongs to the try that printed it."""
