@@ -103,6 +103,7 @@ def test_the_committed_mapping_comes_from_git(
     assert "cannot read the committed mapping at git HEAD: give it with --base FILE" in out
 
 
+@pytest.mark.slow
 def test_reads_the_window_from_the_tap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     mine = changed_copy(tmp_path)
     with SwapEmulator(

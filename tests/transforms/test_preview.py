@@ -145,12 +145,11 @@ def test_the_same_input_gives_the_same_output(
             '              Share: "{{ record.total / 0 }}"\n              PortalLink',
         )
     )
-    for mapping in (str(DEFAULT_MAPPING), str(broken)):
-        for format_ in ("text", "json"):
-            args = ["--mapping", mapping, "--format", format_, str(SAMPLE)]
-            first, second = in_process(capsys, *args), in_process(capsys, *args)
-            assert first[0] == 0, first[2]
-            assert first == second
+    for format_ in ("text", "json"):  # events, profile updates, rejections and failures
+        args = ["--mapping", str(broken), "--format", format_, str(SAMPLE)]
+        first, second = in_process(capsys, *args), in_process(capsys, *args)
+        assert first[0] == 0, first[2]
+        assert first == second
     _, json_out, _ = in_process(capsys, "--mapping", str(broken), "--format", "json", str(SAMPLE))
     errors = [
         json.loads(line)["record"] for line in json_out.splitlines() if "mapping_error" in line
