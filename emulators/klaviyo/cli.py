@@ -40,6 +40,12 @@ def add_klaviyo_arguments(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="store event properties (turn off for million-event benchmarks)",
     )
+    group.add_argument(
+        "--klaviyo-list-duplicates",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="list properties keep a value appended twice; unappend removes one (default: off)",
+    )
 
 
 def klaviyo_from_args(args: argparse.Namespace) -> KlaviyoEmulator:
@@ -57,6 +63,7 @@ def klaviyo_from_args(args: argparse.Namespace) -> KlaviyoEmulator:
         time_scale=getattr(args, "time_scale", 1.0),
         job_delay=args.klaviyo_job_delay,
         keep_event_properties=getattr(args, "klaviyo_keep_event_properties", True),
+        list_duplicates=getattr(args, "klaviyo_list_duplicates", False),
         seed=getattr(args, "seed", 0),
         port=args.klaviyo_port,
     )
