@@ -362,3 +362,17 @@ def test_a_field_the_source_does_not_have_is_refused_at_load(run: Run, project: 
     assert "unknown field 'customer_curency'" in out
     assert "(did you mean 'customer_currency'?)" in out
     assert "FAIL" not in out
+
+
+def test_the_tests_of_a_file_against_another_mapping(run: Run, project: Path) -> None:
+    mine = project / "mine.yml"
+    mine.write_text(
+        (project / "swap_to_klaviyo.yml")
+        .read_text()
+        .replace("metric: Return Cancelled", "metric: Return Canceled")
+    )
+    status, out = run(str(DEFAULT_TESTS), "--mapping", str(mine), "-k", "expired")
+    assert status == 1
+    assert "test 'an expired return is cancelled, at date_updated when date_closed is null'" in out
+    assert '"metric":"Return Canceled"' in out
+    assert "1 test(s)" in out
