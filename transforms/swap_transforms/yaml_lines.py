@@ -80,6 +80,23 @@ def load_yaml(path: Path, shown_as: str) -> YamlDocument:
     return document
 
 
+def _index_merged(node: yaml.MappingNode, path: PathKey, doc: YamlDocument, own: set[str]) -> None:
+    """Keys a mapping takes from `<<: *anchor`: at their line in the anchor (where to fix them)."""
+    for key_node, value_node in node.value:
+        if key_node.tag != _MERGE_TAG:
+            continue
+        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode):
+                continue
+            for merged_key, merged_value in source.value:
+                if not isinstance(merged_key, yaml.ScalarNode) or merged_key.value in own:
+                    continue
+                own.add(merged_key.value)
+                doc.lines[(*path, merged_key.value)] = merged_key.start_mark.line + 1
+                _index(merged_value, (*path, merged_key.value), doc, [])
+
+
 def _index(node: yaml.Node, path: PathKey, doc: YamlDocument, problems: list[Problem]) -> None:
     if isinstance(node, yaml.ScalarNode):
         # A block scalar's text (| or >) starts on the line after its indicator.
@@ -101,6 +118,7 @@ def _index(node: yaml.Node, path: PathKey, doc: YamlDocument, problems: list[Pro
             seen[key] = line
             doc.lines[(*path, key)] = line
             _index(value_node, (*path, key), doc, problems)
+        _index_merged(node, path, doc, set(seen))
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             doc.lines[(*path, index)] = item.start_mark.line + 1
