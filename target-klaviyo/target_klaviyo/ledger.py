@@ -348,8 +348,8 @@ class Ledger:
             "metric": storable(o.metric, 128),
             "source_id": storable(o.source_id, 255),
             "profile_hash": storable(o.profile_hash, 64),
-            "source_time": o.source_time,
-            "event_time": o.event_time,
+            "source_time": storable_time(o.source_time),
+            "event_time": storable_time(o.event_time),
             "recorded_at": now,
             # Payloads (personal data) are kept only where a person may need to replay them.
             "payload": None
@@ -712,6 +712,23 @@ def storable(value: Any, limit: int | None = None) -> str | None:
         return None
     text = _UNSTORABLE.sub("\ufffd", value if isinstance(value, str) else str(value))
     return text if limit is None else text[:limit]
+
+
+#: Times a ledger row keeps: a set-aside record may carry year 1 or 9999 (with an offset, past
+#: what Python reads back from PostgreSQL); those are kept in its payload and detail only.
+STORABLE_TIMES = (
+    datetime(1900, 1, 1, tzinfo=timezone.utc),
+    datetime(2200, 1, 1, tzinfo=timezone.utc),
+)
+
+
+def storable_time(value: datetime | None) -> datetime | None:
+    """``value`` when a database stores and reads it back, else None."""
+    if value is None:
+        return None
+    aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    earliest, latest = STORABLE_TIMES
+    return value if earliest <= aware <= latest else None
 
 
 def _payload_text(payload: Mapping[str, Any]) -> str:

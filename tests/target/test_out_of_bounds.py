@@ -10,7 +10,7 @@ The ledger stores whatever a record holds (NUL, lone surrogates, overlong ids) w
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -184,6 +184,8 @@ def test_the_ledger_stores_nul_surrogates_and_overlong_values(request, tmp_path,
                     detail="broken \ud83d and \x00",
                     metric="m" * 200,
                     source_id="a\x00b" + "s" * 300,
+                    source_time=datetime.fromisoformat("0001-01-01T00:00:00+05:00"),
+                    event_time=datetime.fromisoformat("9999-12-31T23:59:59-05:00"),
                     payload={"note": "\x00\ud800"},
                 )
             ]
@@ -196,6 +198,8 @@ def test_the_ledger_stores_nul_surrogates_and_overlong_values(request, tmp_path,
     assert row["source_id"].startswith("a\ufffdb")
     assert row["detail"] == "broken \ufffd and \ufffd"
     assert json.loads(row["payload"]) == {"note": "\x00\ud800"}, "kept exactly, as JSON escapes"
+    # Years 1 and 9999 with an offset: PostgreSQL stores them, Python could not read them back.
+    assert (row["source_time"], row["event_time"]) == (None, None)
 
 
 def test_database_errors_do_not_show_their_parameters(tmp_path):
