@@ -65,22 +65,24 @@ class BudgetError(SecurityError):
 class Meter:
     """Steps spent by the current rule, and the current record's deadline."""
 
-    __slots__ = ("deadline", "next_check", "steps")
+    __slots__ = ("deadline", "first_check", "next_check", "steps")
 
     def __init__(self) -> None:
         self.steps = 0
-        self.next_check = CLOCK_EVERY
+        self.first_check = self.next_check = CLOCK_EVERY
         self.deadline = monotonic() + LIMITS.seconds
 
     def start_record(self) -> None:
         """A new source record: a new deadline, and a new rule budget."""
         self.deadline = monotonic() + LIMITS.seconds
-        self.start_rule()
+        self.first_check = min(CLOCK_EVERY, LIMITS.steps + 1)
+        self.steps = 0
+        self.next_check = self.first_check
 
     def start_rule(self) -> None:
         """A new rule (or the stream's checks) of the current record: steps start again."""
         self.steps = 0
-        self.next_check = min(CLOCK_EVERY, LIMITS.steps + 1)
+        self.next_check = self.first_check
 
     def rewind(self, steps: int) -> None:
         """Back to an earlier count, to re-run a part exactly as it ran (locating a failure)."""
@@ -90,14 +92,15 @@ class Meter:
     def step(self, count: int = 1) -> None:
         self.steps += count
         if self.steps >= self.next_check:
-            self._check()
+            self.check()
 
     def charge(self, size: int) -> None:
         """Steps for building `size` characters or items (nothing for small values)."""
         if size >= CHARS_PER_STEP:
             self.step(size // CHARS_PER_STEP)
 
-    def _check(self) -> None:
+    def check(self) -> None:
+        """Over the steps budget, or past the deadline (read every `CLOCK_EVERY` steps)?"""
         if self.steps > LIMITS.steps:
             msg = f"budget exceeded: more than {LIMITS.steps} evaluation steps in one rule"
             raise BudgetError(msg)
@@ -118,7 +121,8 @@ def check_text(length: int, what: str = "a text") -> None:
     if length > LIMITS.text:
         msg = f"budget exceeded: {what} of {length} characters (limit {LIMITS.text})"
         raise BudgetError(msg)
-    METER.charge(length)
+    if length >= CHARS_PER_STEP:
+        METER.step(length // CHARS_PER_STEP)
 
 
 def check_items(length: int, what: str = "a list") -> None:
@@ -126,7 +130,8 @@ def check_items(length: int, what: str = "a list") -> None:
     if length > LIMITS.items:
         msg = f"budget exceeded: {what} of {length} items (limit {LIMITS.items})"
         raise BudgetError(msg)
-    METER.charge(length)
+    if length >= CHARS_PER_STEP:
+        METER.step(length // CHARS_PER_STEP)
 
 
 def check_bits(bits: int) -> None:
@@ -137,6 +142,10 @@ def check_bits(bits: int) -> None:
         raise BudgetError(msg)
 
 
+#: Results whose size needs no check (a call's usual results, tested first).
+_SMALL = frozenset({bool, float, type(None)})
+
+
 def check_result(value: Any) -> Any:
     """After an operation whose size could not be known before: refuse what is over budget.
 
@@ -144,10 +153,14 @@ def check_result(value: Any) -> Any:
     format with several fields): the allocation happened, but it was bounded.
     """
     kind = type(value)
+    if kind in _SMALL:
+        return value
     if kind is str or kind is bytes or isinstance(value, (str, bytes)):
-        check_text(len(value))
+        if len(value) >= CHARS_PER_STEP:
+            check_text(len(value))
     elif kind is list or kind is tuple or kind is dict or isinstance(value, (list, tuple, dict)):
-        check_items(len(value))
+        if len(value) >= CHARS_PER_STEP:
+            check_items(len(value))
     elif kind is int:
         check_bits(value.bit_length())
     return value
@@ -233,7 +246,7 @@ def check_printf(template: str, args: Any) -> None:
         for part in ("width", "precision"):
             given = match.group(part)
             if given == "*":
-                msg = "'*' widths and precisions are not allowed in a % format"
+                msg = "budget exceeded: '*' widths and precisions are not allowed in a % format"
                 raise BudgetError(msg)
             if given:
                 check_text(int(given), f"a % format {part}")

@@ -8,7 +8,6 @@ after. Everything else in Jinja's filter table is left as Jinja ships it.
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable, Iterable, Mapping
 from functools import wraps
 from typing import TYPE_CHECKING, Any, cast
@@ -20,6 +19,7 @@ from jinja2.nodes import EvalContext
 from jinja2.sandbox import SandboxedEscapeFormatter, SandboxedFormatter
 
 from swap_transforms.budgets import (
+    CHARS_PER_STEP,
     LIMITS,
     BudgetError,
     check_format_spec,
@@ -272,13 +272,21 @@ FILTERS: Mapping[str, Callable[..., Any]] = {
 }
 
 
+def text_concat(parts: tuple[str, ...]) -> str:
+    """A text template's parts, each a text `text` checked: the whole checked."""
+    joined = "".join(parts)
+    if len(joined) >= CHARS_PER_STEP:
+        check_text(len(joined))
+    return joined
+
+
 def text_join(parts: tuple[Any, ...]) -> str:
     """`a ~ b` and text templates: each part's text checked, then the whole."""
     for part in parts:
         if type(part) is not str:
             guard_text(part)
     joined = "".join(map(str, parts))
-    if len(joined) >= 4096:
+    if len(joined) >= CHARS_PER_STEP:
         check_text(len(joined))
     return joined
 
@@ -325,13 +333,6 @@ def _check_text_method(
         if isinstance(table, Mapping):
             longest = max((len(v) for v in table.values() if isinstance(v, str)), default=1)
             check_text(len(owner) * longest, "a translated text")
-
-
-def is_checked_method(value: Any) -> bool:
-    """A built-in method bound to a text or an integer (what `check_method` knows)."""
-    return type(value) is types.BuiltinMethodType and isinstance(
-        value.__self__, (str, bytes, bytearray, int)
-    )
 
 
 class BudgetFormatter(SandboxedFormatter):

@@ -54,6 +54,9 @@ from swap_transforms.errors import EvaluationError
 #: large texts, `namespace` is the one mutable object templates can create).
 _DROPPED_GLOBALS = ("lipsum", "cycler", "joiner", "namespace")
 
+#: Owners of the built-in methods whose arguments `guarded.check_method` checks.
+_CHECKED_OWNERS = (str, bytes, bytearray, int)
+
 #: Largest exponent `**` accepts (the result's digits are checked too, see `budgets`).
 MAX_EXPONENT = 64
 
@@ -110,7 +113,10 @@ class MappingEnvironment(ImmutableSandboxedEnvironment):
             right = Decimal(repr(right))
         elif isinstance(right, Decimal) and isinstance(left, float):
             left = Decimal(repr(left))
-        METER.step()
+        meter = METER  # a step (inline: operators are the hot path)
+        meter.steps += 1
+        if meter.steps >= meter.next_check:
+            meter.check()
         if operator == "*":
             _check_product(left, right)
         elif operator == "**":
@@ -124,8 +130,11 @@ class MappingEnvironment(ImmutableSandboxedEnvironment):
 
     def call(self, __context: Context, __obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         """A call from an expression: a step, and a built-in method's result size first."""
-        METER.step()
-        if type(__obj) is types.BuiltinMethodType and guarded.is_checked_method(__obj):
+        meter = METER  # a step (inline: calls are the hot path)
+        meter.steps += 1
+        if meter.steps >= meter.next_check:
+            meter.check()
+        if type(__obj) is types.BuiltinMethodType and isinstance(__obj.__self__, _CHECKED_OWNERS):
             guarded.check_method(__obj, args, kwargs)
         return check_result(super().call(__context, __obj, *args, **kwargs))
 
@@ -389,8 +398,15 @@ class _FunctionCodeGenerator(CodeGenerator):
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:  # noqa: N802
         # `a ~ b` and text templates: Jinja's `str_join`, with the parts' and the result's
-        # sizes checked (`guarded.text_join`); the environment never autoescapes.
-        self.write("text_join((")
+        # sizes checked (`guarded.text_join`); the environment never autoescapes. A text
+        # template's parts are texts already checked by `_text`: only the whole is checked.
+        text = f"{ENGINE_PREFIX}text"
+        checked = all(
+            (isinstance(part, nodes.Const) and type(part.value) is str)
+            or (isinstance(part, nodes.Filter) and part.name == text)
+            for part in node.nodes
+        )
+        self.write("text_concat((" if checked else "text_join((")
         for arg in node.nodes:
             self.visit(arg, frame)
             self.write(", ")
@@ -431,6 +447,7 @@ def compile_function(expression: nodes.Expr) -> Callable[[Scope], Any]:
         "environment": ENVIRONMENT,
         "EngineFunction": EngineFunction,
         "text_join": guarded.text_join,
+        "text_concat": guarded.text_concat,
         "__file__": "<mapping>",
     }
     exec(code, namespace)  # noqa: S102 - code Jinja's generator wrote for a checked expression

@@ -22,7 +22,7 @@ from typing import Any, cast
 from jinja2 import TemplateError, nodes, pass_context
 from jinja2.runtime import Context, Undefined
 
-from swap_transforms.budgets import LIMITS, METER, BudgetError, check_items
+from swap_transforms.budgets import CHARS_PER_STEP, LIMITS, METER, BudgetError, check_items
 from swap_transforms.errors import EvaluationError, Problem
 from swap_transforms.sandbox import (
     ENGINE_LOOP,
@@ -161,11 +161,14 @@ class Loop(EngineFunction):
         binding, when, body = self.binding, self.when, self._body.function
         result = CheckedList()
         size = 0
+        meter = METER
         for index, item in enumerate(iterate(items)):
             child = scope.child(binding, item)
-            steps = METER.steps
+            steps = meter.steps
             try:
-                METER.step()
+                meter.steps = steps + 1  # an item is a step (inline: the hot path)
+                if meter.steps >= meter.next_check:
+                    meter.check()
                 if when is not None and not when(child):
                     continue
                 value = body(child)
@@ -393,10 +396,14 @@ def check_output(record: Any) -> None:
     Sharing makes values cheap to build and costly to write: `[text] * 100000` is one text
     and a list of references, and a hundred thousand copies of the text once written.
     """
-    size = native_size(record)
+    size = _check_dict(record) if type(record) is dict else native_size(record)
     if size > LIMITS.output:
         _over_output(size)
-    METER.charge(size)
+    # An output is a step, and a step per CHARS_PER_STEP characters (inline: the hot path).
+    meter = METER
+    meter.steps += 1 + size // CHARS_PER_STEP
+    if meter.steps >= meter.next_check:
+        meter.check()
 
 
 def _over_output(size: int) -> None:
