@@ -87,6 +87,15 @@ def test_a_bad_line_is_set_aside_and_the_run_goes_on(
     assert "zoe" not in caplog.text
 
 
+def test_a_bad_line_of_a_stream_without_rules_is_dropped_like_its_stream(
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    bad = '{"type": "RECORD", "stream": "return_items", "record": {"sku": "\\ud83d"}}\n'
+    out = run(capsysbinary, around(bad))
+    assert exceptions(out) == []
+    assert started(out) == ["ret_1", "ret_3"]
+
+
 def test_the_same_bad_line_has_the_same_exception_id(
     capsysbinary: pytest.CaptureFixture[bytes],
 ) -> None:

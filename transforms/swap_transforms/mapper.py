@@ -381,6 +381,8 @@ class SwapTransformsMapper(InlineMapper):
     def _set_aside_line(self, error: UnreadableLineError, line: bytes | str, number: int) -> None:
         """An input line that cannot be taken becomes an `unreadable_record` exception."""
         stream = error.stream
+        if stream is not None and not self._passed_through(stream) and not self._mapped(stream):
+            return  # a stream the mapping drops anyway: nothing of it would be sent
         key = record_key(error.record, self.engine.key_field(stream))
         name = self.engine.exceptions_stream_for(stream)
         record = {
