@@ -35,7 +35,7 @@ import yaml
 from singer_sdk.configuration._dict_config import parse_environment_config
 from sqlalchemy.engine import make_url
 
-from target_klaviyo import deadletters
+from target_klaviyo import deadletters, runlog
 from target_klaviyo.catalog import STREAM as CATALOG_STREAM
 from target_klaviyo.catalog import RestockApplier
 from target_klaviyo.client import KlaviyoAuthError, KlaviyoUnavailable, RunStats
@@ -50,6 +50,7 @@ from target_klaviyo.ledger import (
     head_revision,
     to_json,
 )
+from target_klaviyo.outcomes import safe_error
 from target_klaviyo.profiles import STREAM as PROFILES_STREAM
 from target_klaviyo.profiles import ProfileImporter
 from target_klaviyo.segments import load_definitions, provision
@@ -300,9 +301,11 @@ def _replay(config: dict[str, Any], ledger: Ledger, reasons: tuple[str, ...]) ->
     ledger.start_run()
     try:
         _resend(delivery, by_stream)
-    except (KlaviyoAuthError, KlaviyoUnavailable) as exc:
-        ledger.finish_run("failed", delivery.summary.as_dict(stats))
-        click.echo(f"Replay stopped: {exc}", err=True)
+    except Exception as exc:  # noqa: BLE001 - any failure is recorded and said in one line
+        error = safe_error(exc, [str(config.get("api_key") or "")])
+        runlog.finish_run(ledger, "failed", delivery.summary.as_dict(stats), error)
+        shown = str(exc) if isinstance(exc, KlaviyoAuthError | KlaviyoUnavailable) else error
+        click.echo(escape_controls(f"Replay stopped: {shown}"), err=True)
         sys.exit(1)
     finally:
         delivery.background.close()

@@ -136,3 +136,18 @@ def test_the_log_filter_and_the_escape_keep_tabs_and_text() -> None:
     record = logging.LogRecord("t", logging.INFO, __file__, 1, "key %s", ("x\x1b[0m",), None)
     assert EscapeControls().filter(record)
     assert record.getMessage() == "key x\\x1b[0m"
+
+
+def test_a_failed_replay_records_why_in_the_runs_table(
+    klaviyo: RecordingKlaviyo, config: dict[str, Any], ledger_path: Path, tmp_path: Path
+) -> None:
+    klaviyo.faults.add(kind="status", status=400, path="event-bulk-create", count=1)
+    assert run_target(config, singer([event("e-1")])).error is None
+    klaviyo.faults.add(kind="status", status=401, path="event-bulk-create", count=1)
+
+    result = ops(config, tmp_path, "replay", "--lock-timeout", "0")
+
+    assert result.exit_code == 1
+    assert "Replay stopped: Klaviyo rejected the API key (HTTP 401)" in result.output
+    [replay] = [r for r in ledger_rows(ledger_path, "runs") if r["status"] == "failed"]
+    assert replay["error"].startswith("KlaviyoAuthError: Klaviyo rejected the API key")
