@@ -133,6 +133,12 @@ MISTAKES = {
         "field 'metric': the literal 42 does not fit the output",
         "is not of type 'string'",
     ),
+    "field the target does not have": (
+        "metric: Return Started",
+        "metrc: Return Started\n            metric: Return Started",
+        "'klaviyo_events' has no field 'metrc'",
+        "did you mean 'metric'?",
+    ),
     "unaccepted stream": (
         "  integration_exceptions:\n    key_properties: [exception_id]",
         "  klaviyo_coupons:\n    key_properties: [exception_id]\n"

@@ -209,6 +209,15 @@ def test_literals_are_checked_against_the_output_schema(load: Any) -> None:
     ]
 
 
+def test_a_field_a_closed_output_does_not_have_is_refused(load: Any) -> None:
+    path, error = load(event(metrc="Return Started"))
+    assert isinstance(error, MappingFileError)
+    assert [str(problem) for problem in error.problems] == [
+        f"{path}:{line_of(path, 'metrc:')}: rule 'started', field 'metrc': 'klaviyo_events' has "
+        "no field 'metrc' (did you mean 'metric'?)"
+    ]
+
+
 def test_the_default_mapping_loads_against_the_taps_schemas() -> None:
     engine = MappingEngine.from_files([str(DEFAULT_MAPPING)], sources=SOURCES)
     for warning in engine.source_warnings["returns"]:
