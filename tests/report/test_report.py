@@ -21,6 +21,7 @@ from target_klaviyo.ledger import (
 from target_klaviyo.report import build_report, load_report_data, terminal_summary
 from target_klaviyo.report.__main__ import main
 from target_klaviyo.report.data import ReportData, RunRow
+from target_klaviyo.report.render import render_html
 from tests.report.conftest import (
     EMAILS,
     METRIC_TOTALS,
@@ -487,6 +488,31 @@ def test_terminal_summary_after_a_crash_never_says_every_record_reached_klaviyo(
     assert crashed.endswith(" - KeyError: 'data' \\x1b[2J")
     assert "KeyError: 'data' \\x1b[2J" in summary, "the escape is shown, not obeyed"
     assert "\x1b" not in summary
+
+
+def test_the_page_after_a_crash_says_so_and_shows_the_error():
+    started = T0 + hours(1)
+    data = ReportData(generated_at=T0 + hours(3), ledger="sqlite:///x.db", since=None)
+    data.runs = [
+        RunRow(
+            run_id="55555555-eeee-4eee-8eee-555555555555",
+            started_at=started,
+            finished_at=started + timedelta(minutes=1),
+            status="crashed",
+            accepted=None,
+            deduplicated=None,
+            set_aside=None,
+            requests=None,
+            retries=None,
+            throttled=None,
+            error="KeyError: 'data'",
+        )
+    ]
+    page = render_html(data)
+    assert "Every record reached Klaviyo" not in page
+    assert "the last run ended crashed" in page
+    assert '<span class="badge bad">crashed</span>' in page
+    assert "KeyError: &#39;data&#39;" in page
 
 
 def test_output_that_is_not_a_regular_file_is_written_in_place(ledger_url, tmp_path):
