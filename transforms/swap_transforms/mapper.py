@@ -224,6 +224,7 @@ class SwapTransformsMapper(InlineMapper):
         self._withheld_states = 0
         self._set_aside_lines = 0
         self._source_schemas: set[str] = set()  # source streams whose SCHEMA was read
+        self._checked_schemas: dict[str, dict[str, Any]] = {}  # the last schema checked
         reader = self.message_reader
         if isinstance(reader, PrivateMsgSpecReader):
             reader.on_unreadable = self._set_aside_line
@@ -341,8 +342,11 @@ class SwapTransformsMapper(InlineMapper):
         2, every problem with file and line); a field that may be null used where null fails
         is logged with its fix once per stream.
         """
-        first = stream not in self._source_schemas
+        if self._checked_schemas.get(stream) == schema:
+            return  # a tap may repeat a stream's SCHEMA: checked once per schema
+        first = stream not in self._checked_schemas
         self.engine.check_source(stream, schema)
+        self._checked_schemas[stream] = schema
         if first:
             for warning in self.engine.source_warnings.get(stream, []):
                 self.logger.warning("Mapping: %s", warning)
