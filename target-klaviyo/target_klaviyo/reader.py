@@ -48,10 +48,13 @@ KEPT_CHARS = 100_000
 MAX_PATH_PARTS = 6
 #: Stream of an unreadable line whose stream cannot be known.
 UNKNOWN_STREAM = "(input)"
-#: Top-level record fields whose string values (at any depth) are free text, per stream.
+#: Top-level record fields whose string values (at any depth) are free text, per stream: names,
+#: addresses, comments. Everything else (ids, keys, emails, phones, list values) identifies.
 FREE_TEXT: dict[str, frozenset[str]] = {
     "klaviyo_events": frozenset({"properties"}),
-    "klaviyo_profile_updates": frozenset({"properties"}),
+    "klaviyo_profile_updates": frozenset(
+        {"properties", "first_name", "last_name", "title", "organization", "location"}
+    ),
     "integration_exceptions": frozenset({"detail"}),
 }
 #: Each stream's record key field (the ledger keys outcomes by it).

@@ -259,3 +259,17 @@ def test_dead_letters_show_the_line_and_replay_says_to_fix_the_source(config, tm
     assert replay.exit_code == 0, replay.output
     assert "unreadable_record" in replay.output
     assert "fix the source record or the mapping, then re-sync it" in replay.output
+
+
+def test_a_lone_surrogate_in_a_profile_property_is_repaired(klaviyo, config):
+    body = {
+        "update_id": "u-free",
+        "email": "bob@example.com",
+        "as_of": "2026-11-01T10:00:00+00:00",
+        "properties": {"last_comment": "fits \udc00 well"},
+    }
+    text = (schema(PROFILES) + b"\n" + record(PROFILES, body) + b"\n").decode()
+    run = run_target(config, text)
+    assert run.error is None, repr(run.error)
+    assert klaviyo.profile("bob@example.com")["properties"] == {"last_comment": "fits \ufffd well"}
+    assert run.summary["repaired_text"] == 1
