@@ -181,7 +181,9 @@ class _Writer:
         extra = schema.get("additionalProperties", True)
         if not (isinstance(required, list) and all(isinstance(k, str) for k in required)):
             raise _UnsupportedError
-        if not isinstance(properties, dict) or not (extra is True or isinstance(extra, dict)):
+        if not isinstance(properties, dict) or not (
+            extra is True or extra is False or isinstance(extra, dict)
+        ):
             raise _UnsupportedError
         if required:
             keys = self.constant("required", frozenset(required))
@@ -191,6 +193,9 @@ class _Writer:
             out.append(f"{pad}if {key!r} in {v}:")
             out.append(f"{pad}    {member} = {v}[{key!r}]")
             self.checks(subschema, member, out, pad + "    ")
+        if extra is False:  # a closed object: no other field
+            declared = self.constant("declared", frozenset(properties))
+            out.append(f"{pad}if not {v}.keys() <= {declared}: return False")
         if isinstance(extra, dict):
             declared = self.constant("declared", frozenset(properties))
             key, member = self.name("k"), self.name("p")
