@@ -38,7 +38,10 @@ _BITS_PER_DIGIT = 3.3219280948873626
 
 
 class Limits:
-    """The budgets (see the module docstring); tests lower them, nothing else changes them."""
+    """The budgets (see the module docstring); tests lower them, nothing else changes them.
+
+    `text` and `items` stay at or above `CHARS_PER_STEP`: sizes below it are not checked.
+    """
 
     __slots__ = ("digits", "items", "output", "seconds", "steps", "text")
 

@@ -174,7 +174,8 @@ def slice_filter(value: Any, slices: int, fill_with: Any = None) -> Any:
 
 def list_filter(value: Any) -> list[Any]:
     items = list(value)
-    check_items(len(items))
+    if len(items) >= CHARS_PER_STEP:  # smaller lists are within budget and free
+        check_items(len(items))
     return items
 
 
@@ -201,7 +202,8 @@ def sum_filter(
         if len(total) + len(item) > LIMITS.items:
             check_items(len(total) + len(item), "a summed list")
         total.extend(item)
-    check_items(len(total), "a summed list")  # charges the steps of building it, once
+    if len(total) >= CHARS_PER_STEP:  # charges the steps of building it, once
+        check_items(len(total), "a summed list")
     return total if type(start) is list else tuple(total)
 
 

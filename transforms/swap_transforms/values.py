@@ -138,11 +138,8 @@ class CheckedList(list[Any]):
     add to an output's size (see `native_size`), counted as they were added.
     """
 
-    __slots__ = ("size",)
-
-    def __init__(self, members: Iterable[Any] = (), size: int = 0) -> None:
-        super().__init__(members)
-        self.size = size
+    #: Set by `Loop` (a class default rather than an `__init__`: one call less per loop).
+    size: int = 0
 
 
 class Loop(EngineFunction):
@@ -184,7 +181,8 @@ class Loop(EngineFunction):
                 cause = locate_failure(self.body, child, error)
                 METER.rewind(max(spent, METER.steps))  # what the item spent stays spent
                 raise EvaluationError(f"{self.label} item {index}", cause) from error
-        check_items(len(result), "a for_each list")
+        if len(result) >= CHARS_PER_STEP:  # smaller lists are within budget and free
+            check_items(len(result), "a for_each list")
         result.size = size
         return result
 
