@@ -76,8 +76,17 @@ def identity_problem(identity: Identity, where: str) -> tuple[str, str] | None:
     return None
 
 
-def parse(raw: bytes, now: float, profile_key: ProfileKey) -> list[PlannedEntry]:
-    """Validate a bulk-create body; raise :class:`ApiError` (400) for anything Klaviyo rejects."""
+def parse(
+    raw: bytes,
+    now: float,
+    profile_key: ProfileKey,
+    conflicting: Callable[[Identity], str | None] = lambda _identity: None,
+) -> list[PlannedEntry]:
+    """Validate a bulk-create body; raise :class:`ApiError` (400) for anything Klaviyo rejects.
+
+    ``conflicting`` names an identifier of a profile that another profile holds (a 409
+    ``duplicate_profile``, as Klaviyo answers).
+    """
     job = payload.load(EventsBulkCreateJob, raw)
     entries = job.data.attributes.events_bulk_create.data
     total = sum(len(entry.attributes.events.data) for entry in entries)
@@ -93,12 +102,7 @@ def parse(raw: bytes, now: float, profile_key: ProfileKey) -> list[PlannedEntry]
         resource = entry.attributes.profile.data
         profile_where = where + "/profile/data"
         change = ProfileChange.from_model(resource, profile_where)
-        problem = identity_problem(change.identity, profile_where)
-        if problem:
-            raise ApiError.invalid(*problem)
-        key = profile_key(change.identity)
-        if key is None:
-            raise ApiError.invalid("No profile has this id.", profile_where + "/id")
+        key = _entry_profile_key(change, profile_where, profile_key, conflicting)
         entry_backfill = bool(entry.attributes.backfill)
         events: list[PlannedEvent] = []
         for j, event in enumerate(entry.attributes.events.data):
@@ -139,6 +143,27 @@ def parse(raw: bytes, now: float, profile_key: ProfileKey) -> list[PlannedEntry]
             )
         plan.append(PlannedEntry(change, events))
     return plan
+
+
+def _entry_profile_key(
+    change: ProfileChange,
+    where: str,
+    profile_key: ProfileKey,
+    conflicting: Callable[[Identity], str | None],
+) -> str:
+    """The key of the entry's profile; an :class:`ApiError` for what Klaviyo refuses in it."""
+    problem = identity_problem(change.identity, where)
+    if problem:
+        raise ApiError.invalid(*problem)
+    key = profile_key(change.identity)
+    if key is None:
+        raise ApiError.invalid("No profile has this id.", where + "/id")
+    conflict = conflicting(change.identity)
+    if conflict is not None:
+        detail = f"A profile already exists with this {conflict}."
+        pointer = f"{where}/attributes/{conflict}"
+        raise ApiError.one(409, "duplicate_profile", detail, pointer=pointer)
+    return key
 
 
 def _event_time(value: datetime | None, now: float, latest: float, where: str) -> float:

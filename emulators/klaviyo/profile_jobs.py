@@ -119,11 +119,35 @@ def run(job: ProfileImportJob, profiles: ProfileStore, now: float) -> None:
                 }
             )
             continue
+        conflict = profiles.conflicting_identifier(change.identity)
+        if conflict is not None:
+            job.errors.append(duplicate_profile_error(change, conflict))
+            continue
         job.profile_ids.append(profiles.upsert(change, now).id)
     job.completed_count = len(job.profile_ids)
     job.failed_count = len(job.errors)
     job.status = "complete"
     job.completed = now
+
+
+def duplicate_profile_error(change: ProfileChange, identifier: str) -> dict[str, Any]:
+    """The import error Klaviyo gives a profile whose identifier another profile holds."""
+    identity = {
+        "email": change.identity.email,
+        "phone_number": change.identity.phone_number,
+        "external_id": change.identity.external_id,
+    }
+    return {
+        "id": str(uuid.uuid4()),
+        "code": "duplicate_profile",
+        "title": "Conflict.",
+        "detail": f"A profile already exists with this {identifier}.",
+        "source": {"pointer": f"{PROFILES}/attributes/{identifier}"},
+        "original_payload": {
+            "type": "profile",
+            "attributes": {k: v for k, v in identity.items() if v is not None},
+        },
+    }
 
 
 def resource(job: ProfileImportJob, base_url: str) -> dict[str, Any]:

@@ -232,6 +232,26 @@ class ProfileStore:
                 return profile
         return None
 
+    def conflicting_identifier(self, identity: Identity) -> str | None:
+        """The identifier of ``identity`` another profile than the matched one holds, if any.
+
+        Klaviyo answers such a request with ``duplicate_profile`` (409 for a single profile or
+        an event request, an import error in a bulk import): an email names one profile, the
+        phone number another, and Klaviyo will not merge them.
+        """
+        profile = self.find(identity)
+        if profile is None:
+            return None
+        pairs = (
+            ("phone_number", "phone:" + (identity.phone_number or "")),
+            ("external_id", "external:" + (identity.external_id or "")),
+        )
+        for name, key in pairs:
+            holder = self._index.get(key) if getattr(identity, name) else None
+            if holder is not None and holder is not profile:
+                return name
+        return None
+
     def by_email(self, email: str) -> Profile | None:
         return self._index.get("email:" + email.lower())
 

@@ -368,10 +368,14 @@ class KlaviyoEmulator(EmulatorServer):
 
     def _events_job(self, request: Request) -> Response:
         now = time.time()
-        plan = event_jobs.parse(request.body, now, self._profile_key)
+        plan = event_jobs.parse(request.body, now, self._profile_key, self._conflicting)
         with self._lock:
             event_jobs.apply(plan, self._profiles, self._events, now)
         return Response(202)
+
+    def _conflicting(self, identity: profile_model.Identity) -> str | None:
+        with self._lock:
+            return self._profiles.conflicting_identifier(identity)
 
     def _profile_key(self, identity: profile_model.Identity) -> str | None:
         with self._lock:

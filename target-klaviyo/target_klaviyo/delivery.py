@@ -56,6 +56,9 @@ class Summary:
         self.set_aside: Counter[str] = Counter()
         #: Free-text strings whose lone surrogates were repaired to U+FFFD on input.
         self.repaired_text = 0
+        #: Parts of records left out while the rest went on: ``phone_invalid`` (not a valid
+        #: E.164 number), ``phone_in_use`` (Klaviyo has it on another profile).
+        self.left_out: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def add(self, outcomes: Iterable[Outcome]) -> None:
@@ -73,6 +76,10 @@ class Summary:
     def add_repaired(self, count: int) -> None:
         with self._lock:
             self.repaired_text += count
+
+    def add_left_out(self, what: str, count: int = 1) -> None:
+        with self._lock:
+            self.left_out[what] += count
 
     @property
     def total_set_aside(self) -> int:
@@ -93,6 +100,7 @@ class Summary:
             "deduplicated": dict(self.deduplicated),
             "set_aside_by_reason": dict(self.set_aside),
             "repaired_text": self.repaired_text,
+            "left_out": dict(self.left_out),
             "requests": dict(stats.requests),
             "retries": dict(stats.retries),
             "throttled_429": dict(stats.throttled),

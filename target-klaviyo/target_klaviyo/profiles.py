@@ -36,12 +36,18 @@ from target_klaviyo.ledger import (
     profile_hash,
 )
 from target_klaviyo.masking import mask_identity
+from target_klaviyo.phones import PHONE_IN_USE
 
 if TYPE_CHECKING:
     from target_klaviyo.delivery import Delivery
 
 STREAM = "klaviyo_profile_updates"
 IDENTITY_FIELDS = ("email", "phone_number", "external_id")
+#: Klaviyo's standard profile attributes the contract carries (besides identifiers).
+ATTRIBUTE_FIELDS = ("first_name", "last_name", "locale", "title", "organization")
+LOCATION_FIELDS = ("address1", "address2", "city", "region", "zip", "country")
+#: Klaviyo's import error code for an identifier another profile holds.
+DUPLICATE_PROFILE = "duplicate_profile"
 MAX_JOB_BYTES = 5 * 1024 * 1024
 
 
@@ -67,6 +73,10 @@ class MergedUpdate:
     as_of: datetime | None = None
     properties: dict[str, Any] = field(default_factory=dict)
     unset: list[str] = field(default_factory=list)
+    #: Standard attributes (first_name, ...) and location fields, ordered by as_of like
+    #: properties; only values that say something (never null or blank) are kept.
+    attributes: dict[str, str] = field(default_factory=dict)
+    location: dict[str, str] = field(default_factory=dict)
     list_ops: dict[str, dict[Any, str]] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
 
@@ -89,6 +99,8 @@ class MergedUpdate:
                 self.properties[key] = value
                 if key in self.unset:
                     self.unset.remove(key)
+            self.attributes.update(_filled(record, ATTRIBUTE_FIELDS))
+            self.location.update(_filled(record.get("location") or {}, LOCATION_FIELDS))
             self.as_of = as_of
         for op in ("append", "unappend"):
             for prop, values in (record.get(op) or {}).items():
@@ -103,7 +115,37 @@ class MergedUpdate:
             return False
         self.properties.clear()
         self.unset.clear()
+        self.attributes.clear()
+        self.location.clear()
         return True
+
+    @property
+    def sets_fields(self) -> bool:
+        """Whether the update sets anything ordered by ``as_of`` (properties, attributes)."""
+        return bool(self.properties or self.unset or self.attributes or self.location)
+
+    def without_phone(self) -> MergedUpdate:
+        """The same update, its phone left out (when another identifier names the profile)."""
+        identity = {k: v for k, v in self.identity.items() if k != "phone_number"}
+        if not identity:
+            return self  # the phone is the only identifier: the update is about that number
+        copy = MergedUpdate(identity=identity, as_of=self.as_of)
+        copy.properties, copy.unset = self.properties, self.unset
+        copy.attributes, copy.location = self.attributes, self.location
+        copy.list_ops, copy.records = self.list_ops, self.records
+        return copy
+
+    def phone_only(self) -> MergedUpdate | None:
+        """An update that only gives the profile its phone, or None when there is none to give.
+
+        The phone goes to Klaviyo by profile import, never riding on events: an event request
+        whose phone another profile holds would be refused, events and all.
+        """
+        phone = self.identity.get("phone_number")
+        others = {k: v for k, v in self.identity.items() if k != "phone_number"}
+        if not phone or not others:
+            return None
+        return MergedUpdate(identity={**others, "phone_number": phone})
 
     def drop_list_ops_already_applied(self, states: Mapping[tuple[str, str, str], str]) -> int:
         """Forget list operations the mirror says Klaviyo already reflects; return how many."""
@@ -133,6 +175,9 @@ class MergedUpdate:
     def profile_resource(self) -> dict[str, Any]:
         """The profile as Klaviyo's profile resource objects spell it (import or event)."""
         attributes: dict[str, Any] = dict(self.identity)
+        attributes.update(self.attributes)
+        if self.location:
+            attributes["location"] = dict(self.location)
         if self.properties:
             attributes["properties"] = self.properties
         resource: dict[str, Any] = {"type": "profile", "attributes": attributes}
@@ -224,7 +269,7 @@ def apply_ordering(delivery: Delivery, updates: list[MergedUpdate]) -> None:
 def remember_applied(delivery: Delivery, updates: list[MergedUpdate]) -> None:
     """After Klaviyo accepted updates: their ``as_of`` order and their list memberships."""
     delivery.ledger.set_profile_as_of(
-        {u.hash: u.as_of for u in updates if u.as_of is not None and (u.properties or u.unset)}
+        {u.hash: u.as_of for u in updates if u.as_of is not None and u.sets_fields}
     )
     delivery.ledger.apply_list_operations(
         ListChange(u.hash, mask_identity(u.identity), prop, value, operation)
@@ -299,9 +344,13 @@ class ProfileImporter:
             failed = self._import_errors(job_id, chunk)
         outcomes: list[Outcome] = []
         succeeded = []
+        resend = []
         for index, update in enumerate(chunk):
             if index in failed:
                 error = failed[index]
+                if _phone_in_use(error, update):
+                    resend.append(update.without_phone())
+                    continue
                 outcomes += update.outcomes(
                     FAILED_PROFILE_IMPORT, str(error.get("code")), _detail(error)
                 )
@@ -309,6 +358,10 @@ class ProfileImporter:
                 succeeded.append(update)
         self._accepted(succeeded)
         self.delivery.record(outcomes)
+        if resend:
+            # Klaviyo has the phone on another profile: the rest of the update goes without it.
+            self.delivery.summary.add_left_out(PHONE_IN_USE, len(resend))
+            self.send([u for u in resend if u.records])
 
     def _accepted(self, updates: list[MergedUpdate]) -> None:
         self.delivery.record([o for u in updates for o in u.outcomes(ACCEPTED)])
@@ -355,6 +408,20 @@ def _error_index(attributes: Mapping[str, Any], by_identity: Mapping[str, int]) 
     if isinstance(identity, dict) and identity_of(identity):
         return by_identity.get(identity_key(identity_of(identity)))
     return None
+
+
+def _phone_in_use(error: Mapping[str, Any], update: MergedUpdate) -> bool:
+    """Whether Klaviyo failed the update because another profile holds its phone."""
+    return str(error.get("code")) == DUPLICATE_PROFILE and "phone_number" in update.identity
+
+
+def _filled(source: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, str]:
+    """The fields of ``names`` that hold text: a null or blank value never clears Klaviyo's."""
+    return {
+        name: value.strip()
+        for name in names
+        if isinstance(value := source.get(name), str) and value.strip()
+    }
 
 
 def _detail(error: Mapping[str, Any]) -> str:

@@ -29,6 +29,7 @@ from target_klaviyo.bounds import OUT_OF_BOUNDS, out_of_bounds
 from target_klaviyo.catalog import RestockApplier, restock_outcome
 from target_klaviyo.events import EventSender, event_outcome
 from target_klaviyo.ledger import INVALID_RECORD, MAPPER_EXCEPTION, Outcome, as_utc, utcnow
+from target_klaviyo.phones import PHONE_INVALID, checked_phone
 from target_klaviyo.profiles import IDENTITY_FIELDS, MergedUpdate, ProfileImporter, identity_of
 from target_klaviyo.profiles import STREAM as PROFILE_STREAM
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from target_klaviyo.target import TargetKlaviyo
 
 CONTRACTS = resources.files("target_klaviyo") / "schemas"
+#: A record whose only identifier is a phone that is not a valid number.
+INVALID_PHONE = "invalid_phone"
 
 
 @cache
@@ -130,7 +133,21 @@ def _describe(error: Any) -> str:
         return "needs at least one of email, phone_number, external_id"
     if error.validator == "format":
         return f"not a valid {error.validator_value}"
+    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+        return _unknown_fields(error.instance, error.schema.get("properties") or {})
     return f"fails '{error.validator}' ({error.validator_value})"
+
+
+def _unknown_fields(instance: Mapping[Any, Any], known: Mapping[str, Any]) -> str:
+    """Name the fields a closed object of the contract does not know (names, never values).
+
+    A name is shown escaped and cut at 64 characters: a key is the source's choice, not data,
+    but nothing long or unprintable reaches a log line.
+    """
+    extra = sorted(str(k) for k in instance if k not in known)
+    shown = ", ".join(ascii(name[:64]) for name in extra[:5])
+    more = f" and {len(extra) - 5} more" if len(extra) > 5 else ""
+    return f"unknown field{'s' if len(extra) > 1 else ''} {shown}{more} (not in the contract)"
 
 
 class KlaviyoSink(BatchSink):
@@ -194,6 +211,24 @@ class KlaviyoSink(BatchSink):
     def accept(self, record: dict[str, Any], context: dict[str, Any]) -> None:
         context.setdefault("records", []).append(record)
 
+    def phone_checked(
+        self, record: dict[str, Any], holder: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """``holder`` (the record or its profile) with a valid phone in E.164, or without it.
+
+        A phone that is not a valid number is left out and counted (phones.py); a record left
+        with no identifier at all is set aside as ``invalid_phone`` (None is returned).
+        """
+        checked, left_out = checked_phone(holder)
+        if not left_out:
+            return checked
+        self.delivery.summary.add_left_out(PHONE_INVALID)
+        if identity_of(checked):
+            return checked
+        detail = "phone_number: not a valid phone number (E.164), and no other identifier"
+        self.delivery.record([self.invalid(record, detail, INVALID_PHONE)])
+        return None
+
     def process_batch(self, context: dict[str, Any]) -> None:
         records = context.get("records") or []
         if records:
@@ -242,6 +277,13 @@ class EventsSink(KlaviyoSink):
 
     record_key = "unique_id"
 
+    def accept(self, record: dict[str, Any], context: dict[str, Any]) -> None:
+        profile = record.get("profile") or {}
+        checked = self.phone_checked(record, profile)
+        if checked is not None:
+            fixed = record if checked == profile else {**record, "profile": checked}
+            context.setdefault("records", []).append(fixed)
+
     def deliver(self, records: list[dict[str, Any]]) -> None:
         self.delivery.background.submit(EventSender(self.delivery).send, records)
 
@@ -260,7 +302,9 @@ class ProfileUpdatesSink(KlaviyoSink):
     record_key = "update_id"
 
     def accept(self, record: dict[str, Any], context: dict[str, Any]) -> None:
-        self.delivery.pending_profiles.add(record)
+        checked = self.phone_checked(record, record)
+        if checked is not None:
+            self.delivery.pending_profiles.add(checked)
 
     def process_batch(self, context: dict[str, Any]) -> None:
         # Events first, so that updates can ride on their profile's events.

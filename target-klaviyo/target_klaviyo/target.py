@@ -206,6 +206,13 @@ class TargetKlaviyo(Target):
             "newly sets records aside.",
         ),
         th.Property(
+            "alert_name",
+            th.StringType(max_length=64),
+            title="Alert name",
+            description="Names this pipeline in its alerts (the brand, when one channel or "
+            "one team takes the alerts of several).",
+        ),
+        th.Property(
             "lock_timeout_seconds",
             th.NumberType(minimum=0),
             default=1800,
@@ -455,7 +462,12 @@ class TargetKlaviyo(Target):
         due = runlog.outcome_alert_due(status, previous, utcnow())
         if should_alert(due, new, self.interrupted_found):
             text = alert_text(
-                status, self.ledger.run_id, new, error, interrupted_found=self.interrupted_found
+                status,
+                self.ledger.run_id,
+                new,
+                error,
+                interrupted_found=self.interrupted_found,
+                name=self.config.get("alert_name"),
             )
             post_alert(url, {"text": text})
 
@@ -471,6 +483,8 @@ class TargetKlaviyo(Target):
             log("  deduplicated %-21s %d", stream, count)
         for reason, count in sorted(summary["set_aside_by_reason"].items()):
             log("  set aside %-24s %d", reason, count)
+        for what, count in sorted(summary.get("left_out", {}).items()):
+            log("  left out  %-24s %d", what, count)
         log(
             "  requests %d, retries %d, 429s %d",
             sum(summary["requests"].values()),

@@ -300,6 +300,7 @@ def test_run_summary_counts_outcomes_retries_and_429s(klaviyo, config, ledger_at
         "retries": {},
         "throttled_429": {},
         "repaired_text": 0,
+        "left_out": {},
         "ledger_schema_version": head_revision(),
     }
 
