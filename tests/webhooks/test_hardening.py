@@ -201,6 +201,28 @@ def test_a_token_issued_longer_ago_than_the_maximum_age_is_refused(
 
 
 @pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        pytest.param({"iat": 120}, "bad_signature", id="issued-in-the-future"),
+        pytest.param({"nbf": 120}, "bad_signature", id="not-before-in-the-future"),
+        pytest.param({"nbf": "soon"}, "malformed", id="not-before-not-a-time"),
+    ],
+)
+def test_times_beyond_the_leeway_are_refused(
+    receiver: ReceiverThread, claims: dict[str, Any], reason: str
+) -> None:
+    """The receiver checks the claims' times itself (PyJWT checks only the signature)."""
+    now = int(time.time())
+    times = {name: now + v if isinstance(v, int) else v for name, v in claims.items()}
+    if "iat" in times:
+        times["exp"] = times["iat"] + 300
+    payload = webhook_payload(RETURN, "returnCreated", SECRET, STORE, extra_claims=times)
+    result = post_webhook(receiver.url, payload)
+    assert result.status in (400, 401)
+    assert refusals(receiver)[reason] == 1
+
+
+@pytest.mark.parametrize(
     ("content_type", "status"),
     [
         ("application/json", 200),
