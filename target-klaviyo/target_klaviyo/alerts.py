@@ -26,8 +26,11 @@ def alert_text(
     error: str | None,
     *,
     interrupted_found: int = 0,
+    name: str | None = None,
 ) -> str:
-    lines = [f"*Swap → Klaviyo: run {status}* (ledger run `{run_id}`)"]
+    """The alert's text; ``name`` (``alert_name``, a brand) says whose pipeline it is."""
+    whose = f" {name}" if name else ""
+    lines = [f"*Swap → Klaviyo{whose}: run {status}* (ledger run `{run_id}`)"]
     if error:
         lines.append(f"Error: {error}")
     if interrupted_found:
