@@ -483,6 +483,8 @@ class TargetKlaviyo(Target):
             log("  deduplicated %-21s %d", stream, count)
         for reason, count in sorted(summary["set_aside_by_reason"].items()):
             log("  set aside %-24s %d", reason, count)
+        for what, count in sorted(summary.get("left_out", {}).items()):
+            log("  left out  %-24s %d", what, count)
         log(
             "  requests %d, retries %d, 429s %d",
             sum(summary["requests"].values()),
