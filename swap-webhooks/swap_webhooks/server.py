@@ -5,7 +5,7 @@ runs out of file descriptors: 100 clients sending a byte a second held their con
 long as they liked, and with an open-file limit of 256 a real delivery timed out. Here:
 
 - a connection must deliver a request's headers within ``header_timeout_seconds`` of opening (or
-  of its previous answer), else it is answered 408 and closed;
+  of the first byte of its next request), else it is answered 408 and closed;
 - an idle keep-alive connection is closed after ``keep_alive_seconds``;
 - connections beyond ``max_connections`` (lowered to what the open-file limit allows) are
   answered 503 and closed as they arrive, so slow clients cannot take every descriptor;
@@ -75,11 +75,13 @@ class GuardedH11Protocol(H11Protocol):
         super().data_received(data)
         if self.cycle is not cycle:  # a request's headers are in: the app takes over
             self._disarm_header_timer()
+        elif self._header_timer is None and (cycle is None or cycle.response_complete):
+            self._arm_header_timer()  # a next request has begun on a kept-alive connection
 
     def on_response_complete(self) -> None:
+        """Idle between requests: uvicorn's keep-alive timeout closes the connection quietly."""
+        self._disarm_header_timer()
         super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm_header_timer()  # the next request's headers get the same deadline
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()

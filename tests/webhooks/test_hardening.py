@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import resource
 import select
 import socket
@@ -161,6 +162,52 @@ def test_100_slow_connections_do_not_keep_a_delivery_from_being_answered(
     # Cut connections are counted in the next group commit, just after their answers.
     wait_until(lambda: refusals(receiver)["too_slow"] == 100, what="100 refusals counted")
     assert receiver.metrics()["deliveries"]["accepted"] == 1
+
+
+def _request(body: bytes) -> bytes:
+    return (
+        b"POST /webhooks/swap HTTP/1.1\r\nHost: receiver\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+
+def _read_answer(conn: socket.socket) -> bytes:
+    """One complete answer (headers and a Content-Length body) from a kept-alive connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head.lower()).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        body += conn.recv(4096)
+    return head
+
+
+def test_kept_alive_connections_close_quietly_when_idle_and_408_when_slow(
+    tmp_path: Path,
+) -> None:
+    config = settings(
+        tmp_path,
+        fake_run_command(tmp_path / "runs.jsonl"),
+        header_timeout_seconds=1,
+        keep_alive_seconds=1,
+    )
+    with ReceiverThread(config) as receiver:
+        _idle_then_slow(receiver)
+
+
+def _idle_then_slow(receiver: ReceiverThread) -> None:
+    body = _json(webhook_payload(RETURN, "returnCreated", SECRET, STORE))
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=30) as idle:
+        idle.sendall(_request(body))
+        assert _read_answer(idle).startswith(b"HTTP/1.1 200 ")
+        assert idle.recv(4096) == b"", "an idle kept-alive connection is closed without a word"
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=30) as slow:
+        slow.sendall(_request(_json(webhook_payload(RETURN, "returnCreated", SECRET, STORE))))
+        assert _read_answer(slow).startswith(b"HTTP/1.1 200 ")
+        slow.sendall(b"POST /webhooks/swap HTTP/1.1\r\n")  # a next request that never ends
+        assert slow.recv(4096).startswith(b"HTTP/1.1 408 ")
+    wait_until(lambda: refusals(receiver)["too_slow"] == 1, what="the slow request counted")
 
 
 def test_connections_beyond_the_cap_are_answered_503_and_closed(tmp_path: Path) -> None:
