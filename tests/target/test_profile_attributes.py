@@ -79,7 +79,9 @@ def test_an_empty_or_null_attribute_never_clears_what_klaviyo_holds(klaviyo, con
     assert ana is not None
     assert (ana["first_name"], ana["last_name"], ana["organization"]) == ("Ana", "Silva", "Acme")
     sent = imported(klaviyo)[-1]
-    assert "first_name" not in sent and "last_name" not in sent and "location" not in sent
+    assert "first_name" not in sent
+    assert "last_name" not in sent
+    assert "location" not in sent
 
 
 def test_attributes_ride_on_events_but_the_phone_goes_by_import(klaviyo, config, ledger_path):
@@ -115,7 +117,8 @@ def test_an_invalid_phone_is_left_out_of_that_update_alone_and_counted(
     assert run.error is None
     assert run.summary["left_out"] == {"phone_invalid": 4}
     ana, bob = klaviyo.profile("ana@example.com"), klaviyo.profile("bob@example.com")
-    assert ana is not None and bob is not None
+    assert ana is not None
+    assert bob is not None
     assert (ana["first_name"], ana["phone_number"]) == ("Ana", None)
     assert (bob["first_name"], bob["phone_number"]) == ("Bob", PHONE_E164)
     assert klaviyo.profile("cy@example.com") is not None
@@ -126,7 +129,8 @@ def test_an_invalid_phone_is_left_out_of_that_update_alone_and_counted(
     }  # fmt: skip
     [row] = ledger_rows(ledger_path, record_key="u-phone-only")
     assert row["reason"] == "invalid_phone"
-    assert "phone_number" in row["detail"] and "12" not in row["detail"]
+    assert "phone_number" in row["detail"]
+    assert "12" not in row["detail"]
 
 
 def test_a_phone_another_profile_holds_is_dropped_and_the_update_resent(
@@ -145,10 +149,12 @@ def test_a_phone_another_profile_holds_is_dropped_and_the_update_resent(
     assert run.summary["left_out"] == {"phone_in_use": 1}
     ana = klaviyo.profile("ana@example.com")
     assert ana is not None
-    assert ana["first_name"] == "Ana" and ana["phone_number"] is None
+    assert ana["first_name"] == "Ana"
+    assert ana["phone_number"] is None
     assert ana["properties"] == {"swap_last_return_status": "requested"}
     owner = klaviyo.profile("owner@example.com")
-    assert owner is not None and owner["phone_number"] == OTHER_PHONE
+    assert owner is not None
+    assert owner["phone_number"] == OTHER_PHONE
     assert outcomes(ledger_path) == {"u-ana": "accepted"}
 
 

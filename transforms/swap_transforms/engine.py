@@ -38,6 +38,7 @@ from swap_transforms.program import (
 from swap_transforms.sandbox import Scope
 from swap_transforms.source_check import SourceChecker, absent_as_null
 from swap_transforms.values import check_native, check_output, iterate, locate_failure
+from swap_transforms.variables import apply_overrides
 
 MAPPING_ERROR = "mapping_error"
 INVALID_OUTPUT = "invalid_output"
@@ -157,6 +158,8 @@ class MappingEngine:
         contract: Contract | None = None,
         tolerated_rules: Iterable[str] = (),
         sources: Mapping[str, dict[str, Any]] | None = None,
+        *,
+        variables: Mapping[str, Any] | None = None,
     ) -> MappingEngine:
         """Load every mapping file, reporting the problems of all of them together.
 
@@ -170,6 +173,8 @@ class MappingEngine:
                 programs.append(load_program(path, contract))
             except MappingFileError as error:
                 problems.extend(error.problems)
+        if variables:  # the deployment's values for the files' vars: (variables.py)
+            problems.extend(apply_overrides(((p.file, p.variables) for p in programs), variables))
         if problems:
             raise MappingFileError(problems)
         engine = cls(programs, clock, tolerated_rules)

@@ -187,6 +187,15 @@ class SwapTransformsMapper(InlineMapper):
             ),
         ),
         th.Property(
+            "vars",
+            th.ObjectType(additional_properties=True),
+            description=(
+                "Values for the mapping files' vars: (named values rules test), overriding the "
+                'files\' own for this deployment, e.g. {"send_customer_block": false}. A name '
+                "no file declares, or a value of another type, stops the mapper at start-up."
+            ),
+        ),
+        th.Property(
             "tolerated_rules",
             th.ArrayType(th.StringType),
             description=(
@@ -220,6 +229,7 @@ class SwapTransformsMapper(InlineMapper):
             self.config["mapping_files"],
             contract=contract,
             tolerated_rules=self.config.get("tolerated_rules") or (),
+            variables=self.config.get("vars") or {},
         )
         self._withheld_states = 0
         self._set_aside_lines = 0

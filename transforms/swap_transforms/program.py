@@ -36,6 +36,7 @@ from swap_transforms.values import (
     ValueSpec,
     split_for_each,
 )
+from swap_transforms.variables import VARS_NAME, undeclared
 from swap_transforms.yaml_lines import YamlDocument, load_yaml
 
 DEFAULT_EXCEPTIONS_STREAM = "integration_exceptions"
@@ -136,6 +137,8 @@ class MappingProgram:
     #: checked again once a source stream's schema is known (see source_check).
     raw_definitions: dict[str, tuple[Any, Site]] = field(default_factory=dict)
     raw_streams: dict[str, tuple[dict[str, Any], Site]] = field(default_factory=dict)
+    #: The file's ``vars:`` (variables.py): the dict the expressions read, overridable in place.
+    variables: dict[str, Any] = field(default_factory=dict)
 
 
 def load_program(path: str, contract: Contract | None = None) -> MappingProgram:
@@ -225,6 +228,9 @@ class _Loader:
         exceptions = self.data.get("exceptions", DEFAULT_EXCEPTIONS_STREAM)
         self.program = MappingProgram(file=doc.path, exceptions_stream=exceptions)
         self.program.names.update(ENVIRONMENT.globals)
+        if "vars" in self.data:
+            self.program.variables = dict(self.data.get("vars") or {})
+            self.program.names[VARS_NAME] = self.program.variables
         self.compiler = ValueCompiler(self.program.names, self.problems)
         self.known: frozenset[str] = frozenset({RECORD_NAME})
 
@@ -233,6 +239,9 @@ class _Loader:
         self._check_exceptions_output()
         raw_definitions = self._collect_definitions()
         self.known = frozenset({RECORD_NAME, *raw_definitions})
+        if "vars" in self.data:
+            self.known |= {VARS_NAME}
+            self._check_vars_read(raw_definitions)
         self._compile_definitions(raw_definitions)
         self.program.raw_definitions = {
             name: (raw.value, raw.site) for name, raw in raw_definitions.items()
@@ -359,10 +368,19 @@ class _Loader:
                 first = collected[name].site
                 where = f"{first.doc.path}:{first.doc.line(first.path)}"
                 self.problems.append(site.problem(f"'{name}' is already defined at {where}"))
-            elif name == RECORD_NAME or name in GLOBAL_NAMES:
+            elif name in (RECORD_NAME, VARS_NAME) or name in GLOBAL_NAMES:
                 self.problems.append(site.problem(f"'{name}' is a reserved name"))
             else:
                 collected[name] = _RawDefinition(value, site)
+
+    def _check_vars_read(self, raw_definitions: dict[str, _RawDefinition]) -> None:
+        """Every ``vars.<name>`` an expression reads is declared in the file's ``vars:``."""
+        declared = self.program.variables
+        for raw in raw_definitions.values():
+            self.problems.extend(raw.site.problem(m) for m in undeclared(raw.value, declared))
+        for stream, value in self.data["streams"].items():
+            site = Site(self.doc, ("streams", stream), f"stream '{stream}'")
+            self.problems.extend(site.problem(m) for m in undeclared(value, declared))
 
     def _compile_definitions(self, raw: dict[str, _RawDefinition]) -> None:
         graph: dict[str, set[str]] = {}
