@@ -95,7 +95,9 @@ def two_rules(value: str) -> str:
     """
 
 
-def assert_refused_then_next_record_maps(engine: MappingEngine, detail: str) -> None:
+def assert_refused_then_next_record_maps(
+    engine: MappingEngine, detail: str, where: str = "field 'value'"
+) -> None:
     for key in ("ret_1", "ret_2"):
         outputs = engine.map_record("returns", a_return(return_id=key))
         assert [stream for stream, _ in outputs] == ["integration_exceptions", "plain"]
@@ -103,7 +105,7 @@ def assert_refused_then_next_record_maps(engine: MappingEngine, detail: str) -> 
         assert exception["reason"] == "mapping_error"
         assert exception["rule"] == "attempt"
         assert exception["source_key"] == key
-        assert exception["detail"].startswith("field 'value': budget exceeded: ")
+        assert exception["detail"].startswith(f"{where}: budget exceeded: ")
         assert detail in exception["detail"]
         assert "(BudgetError)" in exception["detail"]
         assert fine == {"id": key}
@@ -320,3 +322,25 @@ def test_the_mapper_survives_every_bomb_under_a_memory_limit(
         assert {"stream": "plain", "record": {"id": key}, "type": "RECORD"} in [
             {k: r[k] for k in ("stream", "record", "type")} for r in records
         ]
+
+
+def test_escaped_texts_cannot_double_past_the_budget(engine_for: EngineFor) -> None:
+    # Markup + text escapes the text: each `+` may grow it up to six times, counted as such.
+    doubling = "".join(f'  m{n + 1}: "{{{{ m{n} + m{n} }}}}"\n' for n in range(12))
+    engine = engine_for(
+        "definitions:\n  m0: \"{{ ('<&>' * 1000) | escape }}\"\n"
+        + doubling
+        + textwrap.dedent("""\
+            streams:
+              returns:
+                key: return_id
+                rules:
+                  - name: attempt
+                    emit: {plain: {id: x, value: "{{ m12 | length }}"}}
+                  - name: fine
+                    emit: {plain: {id: "{{ record.return_id }}"}}
+        """)
+    )
+    # A definition's failure names the chain of definitions (as any failing definition does).
+    chain = ": ".join(f"definition 'm{n}'" for n in range(12, 3, -1))
+    assert_refused_then_next_record_maps(engine, "a text of 1248000 characters", chain)

@@ -39,6 +39,7 @@ from markupsafe import Markup
 
 from swap_transforms import guarded, helpers
 from swap_transforms.budgets import (
+    CHARS_PER_STEP,
     LIMITS,
     METER,
     check_bits,
@@ -218,13 +219,17 @@ def _check_power(base: Any, exponent: Any) -> None:
 
 def _check_sum(left: Any, right: Any) -> None:
     """`+` of texts or lists: the joined length within budget (one `+` at most doubles it)."""
-    kind = type(left)
-    if kind is not type(right):
-        return
-    if kind is str:
-        if len(left) + len(right) >= 4096:
-            check_text(len(left) + len(right))
-    elif kind is list or kind is tuple:
+    if isinstance(left, str) and isinstance(right, str):
+        size = len(left) + len(right)
+        if type(left) is not str or type(right) is not str:
+            size *= 6  # Markup (from `escape`): `+` escapes the other side, 6 times longer at most
+        if size >= CHARS_PER_STEP:
+            check_text(size)
+    elif (
+        isinstance(left, (list, tuple))
+        and isinstance(right, (list, tuple))
+        and len(left) + len(right) >= CHARS_PER_STEP
+    ):
         check_items(len(left) + len(right))
 
 
