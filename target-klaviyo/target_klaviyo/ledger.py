@@ -511,12 +511,14 @@ class Ledger:
     # -- restocks ------------------------------------------------------------------------------
 
     def restocks(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The restock rows of these keys, by the caller's key (stored by :func:`restock_key`)."""
+        asked = {restock_key(key): key for key in keys}
         result: dict[str, dict[str, Any]] = {}
         with self._lock, self.engine.connect() as conn:
-            for chunk in chunked(list(keys), 500):
+            for chunk in chunked(list(asked), 500):
                 query = sa.select(restocks).where(restocks.c.restock_key.in_(chunk))
                 for row in conn.execute(query).mappings():
-                    result[row["restock_key"]] = dict(row)
+                    result[asked[row["restock_key"]]] = dict(row)
         return result
 
     def pending_restocks(self) -> list[dict[str, Any]]:
@@ -529,7 +531,10 @@ class Ledger:
         if self.read_only:
             return
         now = utcnow()
-        values = [{**row, "updated_at": now} for row in rows]
+        values = [
+            {**row, "restock_key": restock_key(row["restock_key"]), "updated_at": now}
+            for row in rows
+        ]
         if not values:
             return
         columns = set(values[0])
@@ -544,7 +549,7 @@ class Ledger:
         if self.read_only or not keys:
             return
         with self._lock, self.engine.begin() as conn:
-            for chunk in chunked(list(keys), 500):
+            for chunk in chunked([restock_key(key) for key in keys], 500):
                 conn.execute(restocks.delete().where(restocks.c.restock_key.in_(chunk)))
 
     # -- runs ----------------------------------------------------------------------------------
@@ -696,8 +701,17 @@ def _refuse_unknown(revision: str | None) -> None:
 
 
 def list_key(profile: str, property_name: str, value: Any) -> tuple[str, str, str]:
-    """How the list mirror keys a value: its columns' lengths, the value as text."""
-    return (profile, property_name[:128], str(value)[:255])
+    """How the list mirror keys a value: its columns' lengths, the value as storable text.
+
+    A NUL in a value (an RMA number from Swap) would make PostgreSQL refuse the whole batch
+    after Klaviyo accepted it; lookups key the same way, so the mirror still finds it.
+    """
+    return (profile, storable(property_name, 128) or "", storable(value, 255) or "")
+
+
+def restock_key(key: str) -> str:
+    """A restock key as the ledger stores it (see :func:`storable`): lookups use the same."""
+    return storable(key, 255) or ""
 
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
