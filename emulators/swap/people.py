@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+import phonenumbers
+
 _FIRST = (
     "Ana", "João", "Zoë", "Søren", "Chloé", "Łukasz", "Oliver", "Amelia", "Noah", "Isla",
     "Mateo", "Siobhán", "François", "Björn", "Aoife", "Priya", "Mohammed", "Fatima", "Olusegun",
@@ -201,5 +203,33 @@ def _address(
         "zip": zip_code,
         "country": country_name,
         "country_code": code,
-        "phone": None if rng.random() < 0.25 else f"{phone_prefix}{rng.randint(10000, 99999)}",
+        "phone": None
+        if rng.random() < 0.25
+        else _phone(code, phone_prefix, rng.randint(10000, 99999)),
     }
+
+
+#: One phone in INVALID_PHONE_EVERY is not a valid number (too short for its country), as
+#: customers type them: the draws ending in 0, about 10% of the phones.
+INVALID_PHONE_EVERY = 10
+
+
+def _phone(country_code: str, typed_prefix: str, draw: int) -> str:
+    """A phone as the customer typed it: valid for its country, except one in ten.
+
+    A valid number is libphonenumber's example mobile number for the country
+    (``phonenumbers.example_number_for_type``) with its last five digits drawn, written in the
+    international format (spaces); an invalid one is the old short number (prefix and draw).
+    """
+    if draw % INVALID_PHONE_EVERY == 0:
+        return f"{typed_prefix}{draw}"
+    example = phonenumbers.example_number_for_type(
+        country_code, phonenumbers.PhoneNumberType.MOBILE
+    )
+    if example is None:  # every country of the data set has one
+        return f"{typed_prefix}{draw}"
+    national = str(example.national_number)
+    number = phonenumbers.parse(f"+{example.country_code}{national[:-5]}{draw:05d}")
+    if not phonenumbers.is_valid_number(number):
+        number = example
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)

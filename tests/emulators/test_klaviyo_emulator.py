@@ -380,6 +380,33 @@ EVENT_CASES: list[tuple[str, Callable[[dict[str, Any]], None] | None]] = [
     ("time as epoch", _set([*EV, "time"], 1714550400)),
     ("time not a date", _set([*EV, "time"], "yesterday")),
     ("events not a list", _set([*E0, "events", "data"], {"type": "event"})),
+    # Klaviyo's standard profile attributes (target-klaviyo's contract, issue 12).
+    (
+        "standard attributes",
+        _set(
+            [*E0, "profile", "data", "attributes"],
+            {
+                "email": "ana@example.com",
+                "first_name": "Ana",
+                "last_name": "Silva",
+                "locale": "en-GB",
+                "title": "Buyer",
+                "organization": "Acme",
+                "phone_number": "+447400123456",
+                "location": {
+                    "address1": "1 High St",
+                    "address2": None,
+                    "city": "London",
+                    "region": "ENG",
+                    "zip": "SW1A 1AA",
+                    "country": "United Kingdom",
+                },
+            },
+        ),
+    ),
+    ("first_name not a string", _set([*E0, "profile", "data", "attributes", "first_name"], 5)),
+    ("null attributes", _set([*E0, "profile", "data", "attributes", "title"], None)),
+    ("city not a string", _set([*E0, "profile", "data", "attributes", "location"], {"city": []})),
 ]
 IMPORT_CASES: list[tuple[str, Callable[[dict[str, Any]], None] | None]] = [
     ("minimal", None),
@@ -388,6 +415,30 @@ IMPORT_CASES: list[tuple[str, Callable[[dict[str, Any]], None] | None]] = [
     ("properties not an object", _set([*P0, "attributes", "properties"], ["a"])),
     ("wrong list type", _set(["data", "relationships"], {"lists": {"data": [{"type": "l"}]}})),
     ("missing attributes", _delete([*P0, "attributes"])),
+    (
+        "standard attributes",
+        _set(
+            [*P0, "attributes"],
+            {
+                "email": "ana@example.com",
+                "first_name": "Ana",
+                "last_name": "Silva",
+                "locale": "en-GB",
+                "organization": "Acme",
+                "phone_number": "+447400123456",
+                "location": {
+                    "address1": "1 High St",
+                    "city": "London",
+                    "region": "ENG",
+                    "zip": "SW1A 1AA",
+                    "country": "GB",
+                },
+            },
+        ),
+    ),
+    ("last_name not a string", _set([*P0, "attributes", "last_name"], ["Silva"])),
+    ("location not an object", _set([*P0, "attributes", "location"], "London")),
+    ("zip not a string", _set([*P0, "attributes", "location"], {"zip": 75001})),
 ]
 VARIANT_CASES: list[tuple[str, Callable[[dict[str, Any]], None] | None]] = [
     ("minimal", None),
@@ -591,6 +642,39 @@ def test_profile_import_limits_are_400(client):
     assert response.status_code == 400
     assert pointers(response) == ["/data/attributes/profiles/data/1"]
     assert client.get(f"{IMPORTS}/nope").status_code == 404
+
+
+def test_a_phone_another_profile_holds_is_a_duplicate_profile_conflict(client, klaviyo):
+    """As Klaviyo: an email names one profile and the phone another; neither is merged."""
+    klaviyo.add_profile(email="owner@example.com", phone_number="+447400123456")
+    klaviyo.add_profile(email="ana@example.com")
+    conflicting = {"phone_number": "+447400123456", "first_name": "Ana"}
+    response = client.post(EVENTS, json=events_body(entry("ana@example.com", **conflicting)))
+    assert response.status_code == 409
+    [error] = response.json()["errors"]
+    assert error["code"] == "duplicate_profile"
+    assert error["source"]["pointer"].endswith("/profile/data/attributes/phone_number")
+
+    created = client.post(
+        IMPORTS, json=import_body(import_profile(email="ana@example.com", **conflicting))
+    )
+    job_path = f"{IMPORTS}/{created.json()['data']['id']}"
+    done = wait_for_job(client, job_path)
+    assert (
+        done["data"]["attributes"]["completed_count"],
+        done["data"]["attributes"]["failed_count"],
+    ) == (0, 1)
+    [import_error] = client.get(f"{job_path}/import-errors").json()["data"]
+    assert import_error["attributes"]["code"] == "duplicate_profile"
+    assert (
+        import_error["attributes"]["original_payload"]["attributes"]["email"] == "ana@example.com"
+    )
+    ana = klaviyo.profile("ana@example.com")
+    assert ana is not None
+    assert (ana["phone_number"], ana.get("first_name")) == (None, None)
+    # Without the phone, the same update goes through.
+    body = events_body(entry("ana@example.com", first_name="Ana"))
+    assert client.post(EVENTS, json=body).status_code == 202
 
 
 def test_overlapping_profile_jobs_are_counted():

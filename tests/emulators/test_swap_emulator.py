@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import phonenumbers
 import pytest
 
 from emulators.swap import (
@@ -27,6 +28,7 @@ from emulators.swap import (
     catalog_skus,
     swap_from_args,
 )
+from emulators.swap.people import INVALID_PHONE_EVERY
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 KEY = "swap_test_key"
@@ -332,6 +334,30 @@ def test_dirty_data(everything: list[dict[str, Any]]) -> None:
         "total_refunded_duties",
     )
     assert any(row[name] is None for row in everything for name in money)
+
+
+def test_phones_are_valid_numbers_but_a_known_share(everything: list[dict[str, Any]]) -> None:
+    """Phones as customers type them: valid for their country (libphonenumber's example mobile
+    number with drawn digits), except one draw in INVALID_PHONE_EVERY, too short to be valid."""
+    phones = {
+        address["phone"]
+        for record in everything
+        for address in (record["billing_address"], record["shipping_address"])
+        if address and address.get("phone")
+    }
+    valid = set()
+    for phone in phones:
+        number = phonenumbers.parse(phone, None)
+        if phonenumbers.is_valid_number(number):
+            valid.add(phone)
+            assert phonenumbers.region_code_for_number(number) is not None
+    invalid = phones - valid
+    assert valid
+    assert invalid
+    share = len(invalid) / len(phones)
+    assert abs(share - 1 / INVALID_PHONE_EVERY) < 0.05, share
+    # Which ones is known: the draws that are a multiple of INVALID_PHONE_EVERY.
+    assert all(int(p.replace(" ", "")[-5:]) % INVALID_PHONE_EVERY == 0 for p in invalid)
 
 
 def test_customers_return_several_times(everything: list[dict[str, Any]]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 #: Fields of a Swap return (and of its addresses) that name, reach or locate a person.
 PERSONAL_FIELDS = ("customer_email", "customer_name")
-ADDRESS_FIELDS = ("name", "address1", "address2", "phone", "zip")
+ADDRESS_FIELDS = ("name", "first_name", "last_name", "address1", "address2", "phone", "zip")
 MIN_LENGTH = 6
 
 
@@ -23,6 +23,9 @@ def personal_values(record: Mapping[str, Any]) -> set[str]:
         address = record.get(kind)
         if isinstance(address, Mapping):
             found.extend(address.get(field) for field in ADDRESS_FIELDS)
+            phone = address.get("phone")
+            if isinstance(phone, str):  # as the target sends it: E.164, no spaces
+                found.append("+" + "".join(ch for ch in phone if ch.isdigit()))
     return {v for v in found if isinstance(v, str) and len(v.strip()) >= MIN_LENGTH}
 
 
