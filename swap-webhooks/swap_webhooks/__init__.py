@@ -14,6 +14,9 @@ from swap_webhooks.settings import Secret, Settings, SettingsError, load_setting
 from swap_webhooks.store import DeliveryStore, webhook_latencies
 from swap_webhooks.verify import Delivery, Reason, Refused, verify_delivery
 
+#: The release; pyproject.toml reads it from here (hatch), `--about` shows it.
+__version__ = "0.2.0.dev0"
+
 __all__ = [
     "WEBHOOK_PATH",
     "Delivery",
@@ -23,6 +26,7 @@ __all__ = [
     "Secret",
     "Settings",
     "SettingsError",
+    "__version__",
     "create_app",
     "load_settings",
     "verify_delivery",

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import jwt
 import uvicorn
 
+from swap_webhooks import __version__
 from swap_webhooks.app import create_app
 from swap_webhooks.runner import check_command
 from swap_webhooks.server import server_config
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="swap-webhooks",
         description="Receive Swap's signed return webhooks and trigger the pipeline on each.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the receiver until stopped")
     serve.add_argument("--config", help="JSON file of settings (SWAP_WEBHOOKS_* variables win)")

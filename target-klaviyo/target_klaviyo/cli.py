@@ -32,10 +32,10 @@ from typing import Any
 
 import click
 import yaml
-from singer_sdk.configuration._dict_config import parse_environment_config
 from sqlalchemy.engine import make_url
 
 from target_klaviyo import deadletters, runlog
+from target_klaviyo._compat import parse_environment_config
 from target_klaviyo.catalog import STREAM as CATALOG_STREAM
 from target_klaviyo.catalog import RestockApplier
 from target_klaviyo.client import KlaviyoAuthError, KlaviyoUnavailable, RunStats

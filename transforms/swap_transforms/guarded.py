@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 from jinja2 import filters as jinja_filters
 from jinja2 import pass_environment, pass_eval_context
-from jinja2.filters import make_attrgetter
 from jinja2.nodes import EvalContext
-from jinja2.sandbox import SandboxedEscapeFormatter, SandboxedFormatter
 
+from swap_transforms._compat import (
+    SandboxedEscapeFormatter,
+    SandboxedFormatter,
+    make_attrgetter,
+)
 from swap_transforms.budgets import (
     CHARS_PER_STEP,
     LIMITS,

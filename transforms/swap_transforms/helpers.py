@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import DOT_ATOM_TEXT
 from jinja2 import pass_environment
-from jinja2.filters import make_attrgetter
+
+from swap_transforms._compat import make_attrgetter
 
 if TYPE_CHECKING:
     from jinja2 import Environment

@@ -26,18 +26,23 @@ from decimal import Decimal
 from typing import Any, TypeVar, cast
 
 from jinja2 import Environment, StrictUndefined, TemplateSyntaxError, nodes, pass_environment
-from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError
-from jinja2.filters import _GroupTuple
-from jinja2.filters import sync_do_unique as _jinja_unique
 from jinja2.nodes import EvalContext
-from jinja2.parser import Parser
-from jinja2.runtime import Context, Undefined, exported
+from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import missing
 from markupsafe import Markup
 
 from swap_transforms import guarded, helpers
+from swap_transforms._compat import (
+    CodeGenerator,
+    Frame,
+    Parser,
+    _GroupTuple,
+    exported,
+    missing,
+    optimizeconst,
+)
+from swap_transforms._compat import sync_do_unique as _jinja_unique
 from swap_transforms.budgets import (
     CHARS_PER_STEP,
     LIMITS,
