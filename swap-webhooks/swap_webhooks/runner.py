@@ -7,7 +7,10 @@ The loop is::
     wait for a pending delivery -> wait ``coalesce_seconds`` for the rest of a burst
     -> claim every pending delivery -> run the command -> record the outcome -> repeat
 
-Deliveries that arrive during a run stay pending, so they cause exactly one more run after it.
+Deliveries that arrive during a run stay pending, so they cause exactly one more run after it,
+which starts as soon as that run ends: they have already waited longer than the coalescing
+window (a whole run), and any burst they belong to is in the store by then, so waiting the
+window again would only add ``coalesce_seconds`` to their latency.
 
 The run command is ``swap-meltano run returns-to-klaviyo``: run files of its own (so no other
 Meltano command in the project can break it) and an atomic claim on the pipeline's state id. What
@@ -147,6 +150,8 @@ class Runner:
         self._process: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
+        #: A delivery was accepted while a run was going: the next run needs no coalescing.
+        self._arrived_during_run = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -158,6 +163,8 @@ class Runner:
         return self._task is not None and not self._task.done()
 
     def notify(self) -> None:
+        if self.current_run is not None:
+            self._arrived_during_run = True
         self._wake.set()
 
     async def stop(self) -> None:
@@ -197,8 +204,7 @@ class Runner:
             self.state = "idle"
             await self._wait_for_wake()
             return
-        self.state = "coalescing"
-        if not await self._sleep(self.settings.coalesce_seconds):
+        if not await self._coalesce():
             return
         claim = await asyncio.to_thread(self.store.claim)
         if claim is None:
@@ -230,6 +236,14 @@ class Runner:
             log_file,
         )
         await self._after(report)
+
+    async def _coalesce(self) -> bool:
+        """Wait for the rest of a burst, unless the deliveries waited through a run already."""
+        if self._arrived_during_run:
+            self._arrived_during_run = False
+            return not self._stopping.is_set()
+        self.state = "coalescing"
+        return await self._sleep(self.settings.coalesce_seconds)
 
     async def _after(self, report: RunReport) -> None:
         """Back off only for failures of the pipeline itself."""
