@@ -367,9 +367,11 @@ class Ledger:
         Klaviyo keeps one event per profile, metric and ``unique_id``: the same id for another
         profile or metric is another event, so a key alone does not say it was delivered.
         """
+        # Rows keep a key as storable text (a NUL in it would make PostgreSQL refuse the query).
+        asked = {storable(key, 255) or "": key for key in keys}
         found: set[tuple[str, str | None, str | None]] = set()
         with self._lock, self.engine.connect() as conn:
-            for chunk in chunked(list(keys), 500):
+            for chunk in chunked(list(asked), 500):
                 query = sa.select(
                     deliveries.c.record_key, deliveries.c.profile_hash, deliveries.c.metric
                 ).where(
@@ -377,7 +379,7 @@ class Ledger:
                     deliveries.c.outcome == ACCEPTED,
                     deliveries.c.record_key.in_(chunk),
                 )
-                found.update((row[0], row[1], row[2]) for row in conn.execute(query))
+                found.update((asked[row[0]], row[1], row[2]) for row in conn.execute(query))
         return found
 
     # -- profile ordering ----------------------------------------------------------------------
