@@ -20,6 +20,7 @@ import jwt
 import uvicorn
 
 from swap_webhooks import __version__
+from swap_webhooks.about import about
 from swap_webhooks.app import create_app
 from swap_webhooks.runner import check_command
 from swap_webhooks.server import server_config
@@ -37,13 +38,20 @@ def main(argv: list[str] | None = None) -> int:
         description="Receive Swap's signed return webhooks and trigger the pipeline on each.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--about", action="store_true", help="print the settings, then exit")
+    parser.add_argument("--format", choices=["json", "markdown"], default="json")
+    commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="run the receiver until stopped")
     serve.add_argument("--config", help="JSON file of settings (SWAP_WEBHOOKS_* variables win)")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8765)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     args = parser.parse_args(argv)
+    if args.about:
+        print(about(args.format))
+        return 0
+    if args.command is None:
+        parser.error("a command is required (serve)")
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"

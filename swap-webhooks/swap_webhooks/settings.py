@@ -62,14 +62,25 @@ class Settings:
     Relative ``state_db`` paths are taken from ``project_dir``, where the pipeline runs too.
     """
 
+    # Each setting's `#:` comment is its description (`swap-webhooks --about`, meltano.yml).
+    #: The store's whsk_ secret (Swap dashboard), which signs each delivery.
     webhook_secret: Secret
+    #: Only deliveries for this Swap store are accepted.
     store_id: str
+    #: Address to listen on (keep 127.0.0.1 behind a TLS proxy).
     host: str = "127.0.0.1"
+    #: Port to listen on.
     port: int = 8765
+    #: The Meltano project the pipeline runs in (default: the working directory).
     project_dir: Path = field(default_factory=Path.cwd)
+    #: The pipeline run each delivery triggers (through the launcher, which claims the pipeline
+    #: atomically).
     run_command: tuple[str, ...] = DEFAULT_RUN_COMMAND
+    #: The receiver's SQLite state db: deliveries, runs, counters (relative to project_dir).
     state_db: Path = Path(DEFAULT_STATE_DB)
+    #: A larger request body is refused (413).
     max_body_bytes: int = 1_048_576
+    #: Deliveries arriving within this long of each other share one run.
     coalesce_seconds: float = 0.5
     #: First wait after a failed run (then doubling).
     retry_seconds: float = 5.0

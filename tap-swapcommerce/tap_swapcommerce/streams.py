@@ -64,7 +64,7 @@ class ReturnsStream(SwapStream):
         token: PageToken = next_page_token
         params: dict[str, Any] = {
             "swap_store_id": self.config["store_id"],
-            "items_per_page": self.config.get("page_size", 100),
+            "items_per_page": self.config["page_size"],
             "page": token.page,
         }
         if token.since is not None:
@@ -91,7 +91,7 @@ class ReturnsStream(SwapStream):
             starts.append(parse_timestamp(str(start)))
         if not starts:
             return None
-        since = min(starts) - timedelta(minutes=int(self.config.get("lookback_minutes", 15)))
+        since = min(starts) - timedelta(minutes=int(self.config["lookback_minutes"]))
         return since.strftime(SWAP_TIMESTAMP)[:-3] + "Z"
 
     # -- responses ---------------------------------------------------------------------------

@@ -263,16 +263,19 @@ class KlaviyoClient:
     def from_config(
         cls, config: Mapping[str, Any], *, stats: RunStats, dry_run: DryRunWriter | None = None
     ) -> KlaviyoClient:
-        """A client from target-klaviyo's settings (a run, a replay, a provisioning command)."""
+        """A client from target-klaviyo's settings (a run, a replay, a provisioning command).
+
+        ``config`` has the schema's defaults filled in (by the SDK or ``klaviyo-ops``).
+        """
         return cls(
             api_url=config["api_url"],
             api_key=config["api_key"],
-            revision=str(config.get("revision", DEFAULT_REVISION)),
+            revision=str(config["revision"]),
             limits=RateLimits(config.get("rate_limits")),
             stats=stats,
-            timeout=float(config.get("request_timeout", 30)),
-            max_tries=int(config.get("max_retries", 5)) + 1,
-            throttle_deadline=float(config.get("throttle_deadline_seconds", 300)),
+            timeout=float(config["request_timeout"]),
+            max_tries=int(config["max_retries"]) + 1,
+            throttle_deadline=float(config["throttle_deadline_seconds"]),
             dry_run=dry_run,
         )
 

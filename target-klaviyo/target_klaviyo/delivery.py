@@ -19,30 +19,32 @@ from target_klaviyo.profiles import PendingProfiles
 
 @dataclass(frozen=True)
 class Settings:
-    """The delivery settings, read once from the target's config."""
+    """The delivery settings, read once from the target's config.
 
-    events_per_request: int = 1000
-    profiles_per_job: int = 10000
-    variants_per_job: int = 100
-    backfill_after_hours: float = 24.0
-    job_timeout_seconds: float = 600.0
-    job_poll_seconds: float = 0.25
-    profile_check: str = "off"
-    concurrent_requests: int = 4
+    No defaults here: the config comes from the SDK or ``klaviyo-ops``, which both fill in the
+    defaults of ``TargetKlaviyo.config_jsonschema``, the one place they are declared.
+    """
+
+    events_per_request: int
+    profiles_per_job: int
+    variants_per_job: int
+    backfill_after_hours: float
+    job_timeout_seconds: float
+    job_poll_seconds: float
+    profile_check: str
+    concurrent_requests: int
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
         return cls(
-            events_per_request=int(config.get("events_per_request", cls.events_per_request)),
-            profiles_per_job=int(config.get("profiles_per_job", cls.profiles_per_job)),
-            variants_per_job=int(config.get("variants_per_job", cls.variants_per_job)),
-            backfill_after_hours=float(
-                config.get("backfill_after_hours", cls.backfill_after_hours)
-            ),
-            job_timeout_seconds=float(config.get("job_timeout_seconds", cls.job_timeout_seconds)),
-            job_poll_seconds=float(config.get("job_poll_seconds", cls.job_poll_seconds)),
-            profile_check=str(config.get("profile_check", cls.profile_check)),
-            concurrent_requests=int(config.get("concurrent_requests", cls.concurrent_requests)),
+            events_per_request=int(config["events_per_request"]),
+            profiles_per_job=int(config["profiles_per_job"]),
+            variants_per_job=int(config["variants_per_job"]),
+            backfill_after_hours=float(config["backfill_after_hours"]),
+            job_timeout_seconds=float(config["job_timeout_seconds"]),
+            job_poll_seconds=float(config["job_poll_seconds"]),
+            profile_check=str(config["profile_check"]),
+            concurrent_requests=int(config["concurrent_requests"]),
         )
 
 

@@ -190,7 +190,7 @@ class KlaviyoSink(BatchSink):
 
     @property
     def max_size(self) -> int:
-        return int(self.config.get("batch_size_rows") or 10000)
+        return int(self.config["batch_size_rows"])
 
     def process_record(self, record: dict[str, Any], context: dict[str, Any]) -> None:
         problem = self.contract_validator.problem

@@ -114,18 +114,21 @@ class TargetKlaviyo(Target):
             th.IntegerType(minimum=1, maximum=1000),
             default=1000,
             title="Events per request",
+            description="Events sent in one bulk create request (Klaviyo allows at most 1,000).",
         ),
         th.Property(
             "profiles_per_job",
             th.IntegerType(minimum=1, maximum=10000),
             default=10000,
             title="Profiles per import job",
+            description="Profiles in one bulk profile import job (Klaviyo allows at most 10,000).",
         ),
         th.Property(
             "variants_per_job",
             th.IntegerType(minimum=1, maximum=100),
             default=100,
             title="Variants per update job",
+            description="Catalog variants in one bulk update job (Klaviyo allows at most 100).",
         ),
         th.Property(
             "batch_size_rows",
@@ -146,6 +149,7 @@ class TargetKlaviyo(Target):
             th.NumberType(minimum=1),
             default=30,
             title="Request timeout (seconds)",
+            description="Seconds to wait for Klaviyo's answer to one request before retrying it.",
         ),
         th.Property(
             "max_retries",
@@ -243,7 +247,7 @@ class TargetKlaviyo(Target):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        revision = str(self.config.get("revision", DEFAULT_REVISION))
+        revision = str(self.config["revision"])
         if revision[:10] < MIN_REVISION:
             msg = (
                 f"revision {revision} is older than {MIN_REVISION}, the first revision where "
@@ -267,10 +271,10 @@ class TargetKlaviyo(Target):
         dry_run = bool(self.config.get("dry_run"))
         self.dry_run_writer = DryRunWriter(self.config["dry_run_path"]) if dry_run else None
         self.ledger = Ledger(self.config["ledger_url"], read_only=dry_run)
-        self._lock_ledger(float(self.config.get("lock_timeout_seconds", 1800)))
+        self._lock_ledger(float(self.config["lock_timeout_seconds"]))
         self._migrate_ledger()
         self._mark_interrupted()
-        self.ledger.purge(float(self.config.get("retention_days", 30)))
+        self.ledger.purge(float(self.config["retention_days"]))
         self.delivery = Delivery.from_config(
             self.config, ledger=self.ledger, stats=self.stats, dry_run=self.dry_run_writer
         )
