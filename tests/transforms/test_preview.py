@@ -79,7 +79,7 @@ def test_singer_messages_from_a_pipe() -> None:
     assert all("may be null" in note and "swap_to_klaviyo.yml:" in note for note in notes)
     assert out.startswith(notes[0])
     summary = out.strip().splitlines()[-1]
-    assert summary.startswith("Summary: 3 source record(s); 14 events (")
+    assert summary.startswith("Summary: 3 source record(s); 20 events (")
     assert "Refunded Order 3, Return Inspected 2" in summary
     assert "; 2 profile updates; 3 catalog updates; 1 rejected (invalid_email 1)" in summary
     assert "maria" not in out.lower()

@@ -128,12 +128,24 @@ def mask_email(value: Any) -> str:
     return f"{local[:1]}***@{domain}"
 
 
+#: Output fields that name, reach or locate a person (the target's standard profile
+#: attributes): masked like e-mails, their first character kept.
+PERSONAL_FIELDS = frozenset(
+    {"first_name", "last_name", "phone_number", "address1", "address2", "zip"}
+)
+
+
 def mask_emails(value: Any) -> Any:
-    """`value` with every e-mail address in its texts masked, at any depth."""
+    """`value` with every e-mail address in its texts, and every personal field, masked."""
     if isinstance(value, str):
         return _EMAIL.sub(lambda m: f"{m.group(1)[:1]}***@{m.group(2)}", value)
     if isinstance(value, dict):
-        return {key: mask_emails(member) for key, member in value.items()}
+        return {
+            key: f"{member[:1]}***"
+            if key in PERSONAL_FIELDS and isinstance(member, str) and member
+            else mask_emails(member)
+            for key, member in value.items()
+        }
     if isinstance(value, list):
         return [mask_emails(member) for member in value]
     return value
