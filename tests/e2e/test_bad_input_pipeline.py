@@ -4,11 +4,11 @@ The Swap emulator serves, among good returns, one return per hostile case that c
 Swap's data (its raw-field facility writes a value into the page verbatim): lone surrogates in free
 text and in an e-mail or id, free text nested 1,500 deep, a 5,000-digit number, an overlong SKU
 (variant id) and e-mail, times out of window, an amount out of range, NUL bytes and an overlong
-reason. ``swap-meltano run returns-to-klaviyo`` (tap, mapper, target) runs once: every bad record is
-in the ledger with its reason and the field it names, every good record around it reaches Klaviyo,
-the run ends with the documented outcome (its last ``run outcome:`` line and ``runs.status``), and
-the next run delivers new returns. No line of either run's output holds the e-mails, names, phones
-or addresses the suite used.
+reason. ``swap-meltano run returns-to-klaviyo`` (tap, mapper, target) runs once, with the ledger
+on SQLite and on PostgreSQL: every bad record is in the ledger with its reason and the field it
+names, every good record around it reaches Klaviyo, the run ends with the documented outcome (its
+last ``run outcome:`` line and ``runs.status``), and the next run delivers new returns. No line of
+either run's output holds the e-mails, names, phones or addresses the suite used.
 """
 
 from __future__ import annotations
@@ -102,8 +102,9 @@ class World:
         return {e["unique_id"] for e in self.klaviyo.events(metric=metric)}
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    """Both emulators and a Meltano of the test's own; the ledger on SQLite or PostgreSQL."""
     if not (SWAP_MELTANO.exists() and (REPO / ".meltano" / "extractors").exists()):
         pytest.fail("these tests need `meltano install` done (scripts/setup.sh)")
     with (
@@ -111,6 +112,8 @@ def world(tmp_path: Path) -> Iterator[World]:
         KlaviyoEmulator(api_key=KLAVIYO_KEY) as klaviyo,
         isolated_meltano(tmp_path) as meltano_env,
     ):
+        if request.param == "postgresql":  # NUL bytes and long values raised DataError there
+            meltano_env["TARGET_KLAVIYO_LEDGER_URL"] = str(request.getfixturevalue("postgres_db"))
         klaviyo.add_variants(catalog_skus(), inventory=0)
         env = {**os.environ, **emulator_env(swap, klaviyo.url, KLAVIYO_KEY), **meltano_env}
         yield World(swap, klaviyo, env, meltano_env["TARGET_KLAVIYO_LEDGER_URL"])
@@ -210,7 +213,12 @@ def cases(swap: SwapEmulator) -> dict[str, Case]:
                 "rma_number": "SW-\u0000-1",
                 "customer_name": "Nul Quarantine\u0000",
                 "billing_address": address("Nul Quarantine", "9 Null Street", "+447700900102"),
-                "return_shipments": item_of(swap, main_reason_text="Too\u0000big"),
+                "return_shipments": item_of(
+                    swap,
+                    main_reason_text="Too\u0000big",
+                    shopify_line_item_id="139\u0000001",  # in the restock key
+                    restock_quantity=1,
+                ),
             },
             {},
             delivered=True,
