@@ -22,6 +22,7 @@ Meltano's own per-run work (system database, state, job record) with no-op plugi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -31,15 +32,19 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from bench.common import BIN, REPO, emulators, write_json
 
 RUN = [str(BIN / "swap-meltano"), "run", "returns-to-klaviyo"]
+COMPONENTS = ("swap-meltano", "meltano", "tap-swapcommerce", "swap-transforms", "target-klaviyo")
 OUTCOME = re.compile(r"run outcome: ([a-z_]+)")
 PLUGIN_DIRS = ("extractors", "loaders", "mappers", "utilities")
 
@@ -52,19 +57,67 @@ class Timed:
     cpu: float
     returncode: int
     output: str
+    #: CPU seconds per component (launcher, meltano, each plugin), sampled: see ``CpuByProcess``.
+    by_component: dict[str, float] = field(default_factory=dict)
 
 
-def timed(command: Sequence[str], env: dict[str, str], cwd: Path = REPO) -> Timed:
+class CpuByProcess:
+    """Each process's own CPU seconds, polled every 20 ms, summed by component.
+
+    A sample misses at most a process's last 20 ms (the whole tree's total comes from ``wait4``
+    instead); it tells which component the seconds go to.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.seen: dict[int, tuple[str, float]] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._done.is_set():
+            with contextlib.suppress(psutil.Error):
+                for proc in [self.root, *self.root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        name = self.seen.get(proc.pid, ("", 0.0))[0] or component(proc.cmdline())
+                        times = proc.cpu_times()
+                        self.seen[proc.pid] = (name, times.user + times.system)
+            time.sleep(0.02)
+
+    def stop(self) -> dict[str, float]:
+        self._done.set()
+        self._thread.join(timeout=2)
+        totals: dict[str, float] = {}
+        for name, cpu in self.seen.values():
+            totals[name] = totals.get(name, 0.0) + cpu
+        return totals
+
+
+def component(cmdline: list[str]) -> str:
+    """Which part of a run a process is, from its command line."""
+    for part in cmdline[:2]:
+        name = Path(part).name
+        if name in COMPONENTS:
+            return name
+    return "other"
+
+
+def timed(
+    command: Sequence[str], env: dict[str, str], cwd: Path = REPO, *, by_component: bool = False
+) -> Timed:
     """Run ``command`` and take the tree's CPU from ``wait4`` (descendants that were reaped)."""
     with tempfile.TemporaryFile() as out:
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        sampler = CpuByProcess(process.pid) if by_component else None
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
+        parts = sampler.stop() if sampler else {}
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         output = out.read().decode("utf-8", "replace")
-    return Timed(wall, usage.ru_utime + usage.ru_stime, process.returncode, output)
+    return Timed(wall, usage.ru_utime + usage.ru_stime, process.returncode, output, parts)
 
 
 def uptime() -> str:
@@ -119,8 +172,11 @@ def idle_runs(env: dict[str, str], runs: int, log: Path) -> dict[str, Any]:
     if outcome_of(first) != "succeeded":
         raise SystemExit(f"the first run did not succeed ({outcome_of(first)}); see {log}")
     walls, cpus = [], []
+    parts: dict[str, list[float]] = {}
     for number in range(runs):
-        result = timed(RUN, env)
+        result = timed(RUN, env, by_component=True)
+        for name, cpu in result.by_component.items():
+            parts.setdefault(name, []).append(cpu)
         with log.open("a") as handle:
             handle.write(f"\n===== idle run {number + 1}\n{result.output}")
         if outcome_of(result) != "succeeded":
@@ -131,6 +187,7 @@ def idle_runs(env: dict[str, str], runs: int, log: Path) -> dict[str, Any]:
         "first_run": {"wall_s": round(first.wall, 2), "cpu_s": round(first.cpu, 2)},
         "wall_s": summary(walls),
         "cpu_s": summary(cpus),
+        "cpu_s_by_component_sampled": {k: summary(v) for k, v in sorted(parts.items())},
     }
 
 
