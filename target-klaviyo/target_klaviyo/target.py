@@ -489,6 +489,8 @@ class TargetKlaviyo(Target):
             log("  set aside %-24s %d", reason, count)
         for what, count in sorted(summary.get("left_out", {}).items()):
             log("  left out  %-24s %d", what, count)
+        if summary.get("repaired_text"):  # delivered, but a person may ask why a name reads "�"
+            log("  repaired  %-24s %d", "free text (U+FFFD)", summary["repaired_text"])
         log(
             "  requests %d, retries %d, 429s %d",
             sum(summary["requests"].values()),

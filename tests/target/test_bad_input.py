@@ -9,7 +9,9 @@ the personal data the bad lines carry.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -221,15 +223,20 @@ def test_each_bad_line_alone_in_process(klaviyo, config, ledger_path, caplog, na
     assert_no_secrets(caplog.text)
 
 
-def test_a_lone_surrogate_in_free_text_is_repaired_and_counted(klaviyo, config, ledger_path):
+def test_a_lone_surrogate_in_free_text_is_repaired_and_counted(
+    klaviyo, config, ledger_path, caplog
+):
     body = _event("free", email="bob@example.com", properties={"reason": "Zo\u00eb \ud83d"})
     text = (schema(EVENTS) + b"\n" + record(EVENTS, body) + b"\n").decode()
-    run = run_target(config, text)
+    with caplog.at_level(logging.INFO):
+        run = run_target(config, text)
     assert run.error is None, repr(run.error)
     [sent] = klaviyo.events()
     assert sent["properties"]["reason"] == "Zo\u00eb \ufffd"
     assert run.summary["repaired_text"] == 1
     assert unreadable_rows(ledger_path) == []
+    # The end-of-run summary says it too (a count, never the text).
+    assert re.search(r"repaired +free text \(U\+FFFD\) +1$", caplog.text, re.MULTILINE)
 
 
 def test_the_record_key_names_a_readable_record_and_a_hash_otherwise(config, ledger_path):
