@@ -8,11 +8,22 @@ follows: ``python -m tests.support.meltano_settings --write`` regenerates its se
 from __future__ import annotations
 
 from tests.support import meltano_settings
-from tests.support.meltano_settings import REPO, differences, expected_setting, rewrite
+from tests.support.meltano_settings import (
+    REPO,
+    differences,
+    expected_setting,
+    rewrite,
+    schema_errors,
+)
 
 
 def test_meltano_yml_settings_agree_with_the_plugins() -> None:
     problems = differences()
+    assert not problems, "\n".join(problems)
+
+
+def test_meltano_yml_is_valid_for_meltano() -> None:
+    problems = schema_errors()
     assert not problems, "\n".join(problems)
 
 

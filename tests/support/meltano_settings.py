@@ -13,10 +13,13 @@ A project may set its own value where the plugin's default does not fit a Meltan
 from __future__ import annotations
 
 import copy
+import json
 import sys
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import yaml
 
 from swap_transforms.mapper import SwapTransformsMapper
@@ -92,6 +95,17 @@ def declared_settings() -> dict[str, list[dict[str, Any]]]:
     }
 
 
+def schema_errors() -> list[str]:
+    """Where meltano.yml breaks Meltano's own JSON Schema for project files."""
+    schema = json.loads(files("meltano.schemas").joinpath("meltano.schema.json").read_text())
+    project = yaml.safe_load((REPO / "meltano.yml").read_text(encoding="utf-8"))
+    validator = jsonschema.Draft7Validator(schema)
+    return [
+        f"meltano.yml: {'/'.join(map(str, e.path))}: {e.message}"
+        for e in validator.iter_errors(project)
+    ]
+
+
 def differences() -> list[str]:
     """Every disagreement between meltano.yml's settings and the plugins' declarations."""
     schemas = plugin_schemas()
@@ -111,6 +125,11 @@ def differences() -> list[str]:
         for name in sorted(set(by_name) - set(schema["properties"])):
             found.append(f"{plugin}: meltano.yml declares {name}, which the plugin does not have")
     return found
+
+
+def _label(option: dict[str, Any]) -> str:
+    label = option["label"]
+    return label if isinstance(label, str) else str(option["value"]).title()
 
 
 def _compare(plugin: str, expected: dict[str, Any], declared: dict[str, Any]) -> list[str]:
@@ -172,8 +191,10 @@ def _render(plugin: str, schema: dict[str, Any], declared: list[dict[str, Any]])
         if (plugin, name) in PROJECT_VALUES and "value" in old:
             entry["value"] = old["value"]
         if "options" in entry:
-            entry["options"] = old.get("options") or [
-                {"label": str(v), "value": v} for v in entry["options"]
+            # Labels as text: YAML reads a bare Off as false, which Meltano's schema refuses.
+            entry["options"] = [
+                {"label": _label(o), "value": o["value"]}
+                for o in old.get("options") or [{"label": v, "value": v} for v in entry["options"]]
             ]
         entries.append(entry)
     dumped = yaml.safe_dump(entries, sort_keys=False, width=10_000, allow_unicode=True)
@@ -184,6 +205,6 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--write"]:
         path = REPO / "meltano.yml"
         path.write_text(rewrite(path.read_text(encoding="utf-8")), encoding="utf-8")
-    problems = differences()
-    print("\n".join(problems) or "meltano.yml's settings agree with the plugins")
+    problems = schema_errors() + differences()
+    print("\n".join(problems) or "meltano.yml is valid and its settings agree with the plugins")
     sys.exit(1 if problems else 0)

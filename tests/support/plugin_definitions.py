@@ -68,7 +68,7 @@ EXTRAS = {"target-klaviyo": "[report,postgres]"}
 CAPABILITIES = {
     "tap-swapcommerce": ["catalog", "discover", "state", "about", "stream-maps"],
     "swap-transforms": ["about"],
-    "target-klaviyo": ["about", "validate-records"],
+    "target-klaviyo": ["about"],
     "swap-webhooks": [],
 }
 #: Commands of a plugin that need nothing of this project.
