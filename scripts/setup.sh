@@ -11,5 +11,8 @@ fi
 # pip's notices about this machine's unused local package folders are noise: keep real output only.
 quiet_pip() { .venv/bin/python -m pip install --quiet "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 quiet_pip --upgrade "pip>=25.1"
-quiet_pip -e '.[dev]' -e ./tap-swapcommerce -e ./transforms -e './target-klaviyo[report,postgres]' -e ./swap-webhooks
-.venv/bin/meltano install
+# The versions in constraints.txt (bash scripts/lock.sh regenerates it), here and in the plugins'
+# own virtualenvs, so that two machines install the same versions.
+quiet_pip -c constraints.txt -e '.[dev]' -e ./tap-swapcommerce -e ./transforms \
+    -e './target-klaviyo[report,postgres]' -e ./swap-webhooks
+PIP_CONSTRAINT="$PWD/constraints.txt" .venv/bin/meltano install

@@ -31,4 +31,6 @@ ruff format --check .
 mypy
 # The analysts' YAML tests of the mappings (transforms/*.tests.yml), as they run them.
 swap-transforms-test
-pytest "$@"
+# Every test: -m "" lifts the fast tier's default deselection (pyproject.toml's addopts); an -m
+# among the arguments wins (e.g. `bash scripts/test.sh -m slow`).
+pytest -m "" "$@"

@@ -179,15 +179,26 @@ def readme_with_table(plugin: str, text: str) -> str:
     return text[:begin] + settings_table(plugin) + text[end:]
 
 
-if __name__ == "__main__":
-    write = sys.argv[1:] == ["--write"]
+def stale_files() -> dict[Path, str]:
+    """Generated files that differ from what the plugins say now: path -> current text."""
+    found: dict[Path, str] = {}
     for name in DEFINITIONS:
-        if not path_of(name).is_file() or path_of(name).read_text() != rendered(name):
-            print(f"{path_of(name)}: {'regenerated' if write else 'stale'}")
-            if write:
-                path_of(name).write_text(rendered(name), encoding="utf-8")
+        if not path_of(name).is_file() or path_of(name).read_text(encoding="utf-8") != rendered(
+            name
+        ):
+            found[path_of(name)] = rendered(name)
         readme = readme_of(name).read_text(encoding="utf-8")
         if readme_with_table(name, readme) != readme:
-            print(f"{readme_of(name)}: {'regenerated' if write else 'stale'}")
-            if write:
-                readme_of(name).write_text(readme_with_table(name, readme), encoding="utf-8")
+            found[readme_of(name)] = readme_with_table(name, readme)
+    return found
+
+
+if __name__ == "__main__":
+    # --write regenerates the stale files; --check (or nothing) lists them and fails.
+    write = sys.argv[1:] == ["--write"]
+    for path, text in stale_files().items():
+        print(f"{path}: {'regenerated' if write else 'stale (run with --write)'}")
+        if write:
+            path.write_text(text, encoding="utf-8")
+        else:
+            sys.exit(1)
