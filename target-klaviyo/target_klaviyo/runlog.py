@@ -45,7 +45,11 @@ def finish_run(
 
 
 def record_refused_run(ledger: Ledger, outcome: str, error: str | None) -> None:
-    """A row for a run that ended before it could start (``already_running``): seen, not lost."""
+    """A row for a run that ended before it could start: seen, not lost.
+
+    ``already_running``, or ``crashed`` when the ledger could not be migrated: then the stored
+    table may still be 0.1.0's (no ``error`` column), so the row goes in without it.
+    """
     if ledger.read_only:
         return
     now = utcnow()
@@ -55,9 +59,10 @@ def record_refused_run(ledger: Ledger, outcome: str, error: str | None) -> None:
         "finished_at": now,
         "status": outcome,
     }
-    if _has_error_column():
-        values["error"] = error
     with ledger.engine.begin() as conn:
+        stored = {column["name"] for column in sa.inspect(conn).get_columns(runs.name)}
+        if _has_error_column() and "error" in stored:
+            values["error"] = error
         conn.execute(runs.insert().values(**values))
 
 

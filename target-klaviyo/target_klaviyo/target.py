@@ -323,13 +323,33 @@ class TargetKlaviyo(Target):
             )
 
     def _migrate_ledger(self) -> None:
-        """Under the run lock, before anything reads the ledger: this release's schema."""
+        """Under the run lock, before anything reads the ledger: this release's schema.
+
+        A migration that fails ends the run ``crashed`` like any other error, but before the run
+        has a row: so one is written here (as far as the schema allows) and alerted, or every
+        later run would fail the same way with nothing in ``summary`` or the alerts.
+        """
         before = self.ledger.schema_version
-        self.ledger_schema_version = self.ledger.migrate()
+        try:
+            self.ledger_schema_version = self.ledger.migrate()
+        except Exception as exc:
+            self._end_before_start(exc)
+            raise
         if before not in (None, self.ledger_schema_version):
             self.logger.info(
                 "Ledger schema upgraded from revision %s to %s", before, self.ledger_schema_version
             )
+
+    def _end_before_start(self, error: Exception) -> None:
+        """A run stopped while it started: recorded ``crashed``, alerted, the ledger released."""
+        message = safe_error(error, self._secrets())
+        try:
+            runlog.record_refused_run(self.ledger, CRASHED, message)
+        except Exception as exc:  # noqa: BLE001 - the ledger may be what failed: the log says it
+            self.logger.warning("Could not record the crashed run: %s", safe_error(exc))
+        self._alert(CRASHED, message)
+        self.ledger.release_run()
+        self.ledger.close()
 
     def get_sink_class(self, stream_name: str) -> type[Sink]:
         try:
