@@ -218,12 +218,12 @@ class EventSender:
             group.events.append(record)
         riding = self.delivery.pending_profiles.claim(set(groups))
         if riding:
+            apply_ordering(self.delivery, list(riding.values()))
             phones = [p for p in (u.phone_only() for u in riding.values()) if p is not None]
             riding = {key: update.without_phone() for key, update in riding.items()}
             # A phone never rides on events (one held by another profile would cost the events):
             # it goes by profile import, after them.
             self.delivery.pending_profiles.put_back(phones)
-            apply_ordering(self.delivery, list(riding.values()))
             for key, update in riding.items():
                 groups[key].update = update
         return list(groups.values())

@@ -87,10 +87,13 @@ class MergedUpdate:
     def add(self, record: Mapping[str, Any]) -> None:
         self.records.append(dict(record))
         for key, value in identity_of(record).items():
-            self.identity.setdefault(key, value)
+            if key != "phone_number":  # the phone follows as_of (below)
+                self.identity.setdefault(key, value)
         as_of = as_utc(record["as_of"])
         assert as_of is not None  # the contract requires it
         if self.as_of is None or as_of >= self.as_of:
+            if record.get("phone_number"):  # a phone is ordered like the attributes
+                self.identity["phone_number"] = record["phone_number"]
             for key in record.get("unset") or []:
                 self.properties.pop(key, None)
                 if key not in self.unset:
@@ -117,12 +120,16 @@ class MergedUpdate:
         self.unset.clear()
         self.attributes.clear()
         self.location.clear()
+        if len(self.identity) > 1:  # nor the phone of an older return over a newer one's
+            self.identity.pop("phone_number", None)
         return True
 
     @property
     def sets_fields(self) -> bool:
-        """Whether the update sets anything ordered by ``as_of`` (properties, attributes)."""
-        return bool(self.properties or self.unset or self.attributes or self.location)
+        """Whether the update sets anything ordered by ``as_of`` (properties, attributes, the
+        phone of a profile another identifier names)."""
+        phone = "phone_number" in self.identity and len(self.identity) > 1
+        return bool(self.properties or self.unset or self.attributes or self.location or phone)
 
     def without_phone(self) -> MergedUpdate:
         """The same update, its phone left out (when another identifier names the profile)."""
@@ -145,7 +152,7 @@ class MergedUpdate:
         others = {k: v for k, v in self.identity.items() if k != "phone_number"}
         if not phone or not others:
             return None
-        return MergedUpdate(identity={**others, "phone_number": phone})
+        return MergedUpdate(identity={**others, "phone_number": phone}, as_of=self.as_of)
 
     def drop_list_ops_already_applied(self, states: Mapping[tuple[str, str, str], str]) -> int:
         """Forget list operations the mirror says Klaviyo already reflects; return how many."""

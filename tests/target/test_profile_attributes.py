@@ -25,7 +25,8 @@ T1 = "2026-02-01T10:00:00+00:00"
 T2 = "2026-02-02T10:00:00+00:00"
 PHONE = "+44 7400 123456"  # phonenumbers.example_number_for_type("GB", MOBILE), as typed
 PHONE_E164 = "+447400123456"
-OTHER_PHONE = "+12015550123"  # example_number("US")
+OTHER_PHONE = "+12015550123"
+PHONE_BOB = "+44 7400 654321"  # example_number("US")
 LOCATION = {"address1": "1 High Street", "address2": "", "city": "London", "region": "ENG",
             "zip": "SW1A 1AA", "country": "GB"}  # fmt: skip
 
@@ -65,6 +66,25 @@ def test_attributes_and_location_reach_a_new_profile_and_an_older_update_never_o
     ana = klaviyo.profile("ana@example.com")
     assert ana is not None
     assert (ana["first_name"], ana["location"]["city"]) == ("Ana", "London")
+
+
+def test_the_phone_of_an_older_update_never_replaces_a_newer_one(klaviyo, config):
+    newer = profile_update("u-new", "ana@example.com", T2, phone_number=PHONE)
+    assert run_target(config, singer([newer])).error is None
+    batch = [
+        profile_update("u-old", "ana@example.com", T1, phone_number=OTHER_PHONE),
+        (EVENTS, {**event("e-1")[1]}),
+    ]
+    assert run_target(config, singer(batch)).error is None
+    in_one_batch = [
+        profile_update("b-new", "bob@example.com", T2, phone_number=PHONE_BOB),
+        profile_update("b-old", "bob@example.com", T1, phone_number=OTHER_PHONE),
+    ]
+    assert run_target(config, singer(in_one_batch)).error is None
+    ana, bob = klaviyo.profile("ana@example.com"), klaviyo.profile("bob@example.com")
+    assert ana is not None
+    assert bob is not None
+    assert (ana["phone_number"], bob["phone_number"]) == (PHONE_E164, "+447400654321")
 
 
 def test_an_empty_or_null_attribute_never_clears_what_klaviyo_holds(klaviyo, config):
