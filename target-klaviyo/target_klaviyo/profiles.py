@@ -126,8 +126,10 @@ class MergedUpdate:
 
     @property
     def sets_fields(self) -> bool:
-        """Whether the update sets anything ordered by ``as_of`` (properties, attributes, the
-        phone of a profile another identifier names)."""
+        """Whether the update sets anything ordered by ``as_of``.
+
+        Properties, attributes, and the phone of a profile another identifier names.
+        """
         phone = "phone_number" in self.identity and len(self.identity) > 1
         return bool(self.properties or self.unset or self.attributes or self.location or phone)
 
