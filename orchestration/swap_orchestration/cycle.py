@@ -1,8 +1,9 @@
 """``swap-orchestration-cycle``: materialise one cycle of every brand through Dagster, in process.
 
 What CI and the benchmark use: each brand's partition of ``klaviyo_returns`` is materialised with
-Dagster's in-process executor on one instance (``$DAGSTER_HOME``'s, else an ephemeral one), with
-the asset's real retry policy, and one JSON line per brand says how it ended.
+Dagster's in-process executor and the asset's real retry policy, on ``$DAGSTER_HOME``'s instance
+(brands one after another), else on an ephemeral instance each (brands at once, ``--parallel``);
+one JSON line per brand says how it ended.
 """
 
 from __future__ import annotations
@@ -46,17 +47,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     from swap_orchestration.definitions import BRANDS  # noqa: PLC0415 - reads brands.yml
 
     names = args.brand or [brand["name"] for brand in BRANDS]
-    instance = dg.DagsterInstance.get() if _has_home() else dg.DagsterInstance.ephemeral()
-    with instance, ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-        results = list(pool.map(lambda name: materialise(name, instance), names))
+    if os.environ.get("DAGSTER_HOME"):
+        # The deployment's instance (its runs show in the UI): one brand after another.
+        with dg.DagsterInstance.get() as instance:
+            results = [materialise(name, instance) for name in names]
+    else:
+        # An ephemeral instance per brand: an instance's in-memory storage is not shared
+        # between threads, and each brand's run waits on its subprocess, not on Python.
+        with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+            results = list(pool.map(_materialise_alone, names))
     for result in results:
         sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     return 0 if all(r["success"] for r in results) else 1
 
 
-def _has_home() -> bool:
-    return bool(os.environ.get("DAGSTER_HOME"))
+def _materialise_alone(brand: str) -> dict[str, Any]:
+    with dg.DagsterInstance.ephemeral() as instance:
+        return materialise(brand, instance)
 
 
 if __name__ == "__main__":

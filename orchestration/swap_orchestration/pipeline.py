@@ -80,7 +80,10 @@ class Project:
         return list(json.loads(done.stdout))
 
     def log_dir(self, brand: str) -> Path:
-        return self.root / "runtime" / "dagster-runs" / brand
+        """Each run's whole output: ``$SWAP_RUN_LOG_DIR/<brand>/``, else the project's runtime."""
+        configured = os.environ.get("SWAP_RUN_LOG_DIR")
+        root = Path(configured) if configured else self.root / "runtime" / "dagster-runs"
+        return root / brand
 
 
 @dataclass(frozen=True)
@@ -160,14 +163,20 @@ def _started(command: list[str]) -> Iterator[subprocess.Popen[str]]:
         errors="replace",
         start_new_session=True,
     )
+    with process:  # closes its pipe
+        try:
+            yield process
+        finally:
+            _stop(process)
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
     try:
-        yield process
-    finally:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
