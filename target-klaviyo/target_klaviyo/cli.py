@@ -260,8 +260,17 @@ def dead_letters(
     show_default=True,
     help="Seconds to wait for a target run that holds the ledger.",
 )
+@click.option(
+    "--page-size",
+    type=click.IntRange(min=1),
+    default=deadletters.PAGE_SIZE,
+    show_default=True,
+    help="Set-aside records read, resent and marked replayed at a time.",
+)
 @click.pass_obj
-def replay(config: dict[str, Any], reasons: tuple[str, ...], lock_timeout: float) -> None:
+def replay(
+    config: dict[str, Any], reasons: tuple[str, ...], lock_timeout: float, page_size: int
+) -> None:
     """Send set-aside records to Klaviyo again; each gets a new outcome in the ledger.
 
     Under the ledger's run lock, like a run: a replay and a run never deliver at once.
@@ -275,22 +284,57 @@ def replay(config: dict[str, Any], reasons: tuple[str, ...], lock_timeout: float
         )
         raise click.ClickException(msg)
     try:
-        _replay(config, ledger, reasons)
+        _replay(config, ledger, reasons, page_size)
     finally:
         ledger.close()
 
 
-def _replay(config: dict[str, Any], ledger: Ledger, reasons: tuple[str, ...]) -> None:
-    rows = list(ledger.set_aside(reasons=reasons or None))
-    by_stream: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    skipped: Counter[str] = Counter()
-    replayed_ids: list[int] = []
+class _Replay:
+    """What a replay has done so far, page by page: resent, skipped, and why."""
+
+    def __init__(self) -> None:
+        self.replayed = 0
+        self.skipped: Counter[str] = Counter()
+        #: Reasons a fix at the source settles (see :func:`_mapper_reasons`).
+        self.fix_at_source: set[str] = set()
+
+    def split(
+        self, page: list[dict[str, Any]]
+    ) -> tuple[dict[str, list[dict[str, Any]]], list[int]]:
+        """A page's replayable records by stream, and their ids; the others counted."""
+        by_stream: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        ids: list[int] = []
+        self.fix_at_source |= _mapper_reasons(page)
+        for row in page:
+            if row["outcome"] not in REPLAYABLE or not row["payload"]:
+                self.skipped[row["reason"] or row["outcome"]] += 1
+                continue
+            by_stream[row["stream"]].append(json.loads(row["payload"]))
+            ids.append(row["id"])
+        return by_stream, ids
+
+
+def _pages(ledger: Ledger, reasons: tuple[str, ...], size: int) -> Iterator[list[dict[str, Any]]]:
+    """The records to replay, ``size`` at a time, as dead-letters reads them.
+
+    Only rows there before the replay started: resending adds rows (a record rejected again is
+    set aside again, with a later id), which this replay must not pick up and resend for ever.
+    """
+    last = ledger.last_delivery_id()
+    page: list[dict[str, Any]] = []
+    rows = deadletters.unresolved(ledger.engine, reasons=reasons or None, page_size=size)
     for row in rows:
-        if row["outcome"] not in REPLAYABLE or not row["payload"]:
-            skipped[row["reason"] or row["outcome"]] += 1
-            continue
-        by_stream[row["stream"]].append(json.loads(row["payload"]))
-        replayed_ids.append(row["id"])
+        if int(row["id"]) > last:
+            break
+        page.append(row)
+        if len(page) == size:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+def _replay(config: dict[str, Any], ledger: Ledger, reasons: tuple[str, ...], size: int) -> None:
     stats = RunStats()
     # Held events were held for a person to decide: replaying them is that decision.
     checked = {
@@ -299,8 +343,13 @@ def _replay(config: dict[str, Any], ledger: Ledger, reasons: tuple[str, ...]) ->
     }
     delivery = Delivery.from_config(checked, ledger=ledger, stats=stats)
     ledger.start_run()
+    done = _Replay()
     try:
-        _resend(delivery, by_stream)
+        for page in _pages(ledger, reasons, size):
+            by_stream, ids = done.split(page)
+            _resend(delivery, by_stream)
+            ledger.mark_replayed(ids)  # this page was resent: a failure later keeps it so
+            done.replayed += len(ids)
     except Exception as exc:  # noqa: BLE001 - any failure is recorded and said in one line
         error = safe_error(exc, [str(config.get("api_key") or "")])
         runlog.finish_run(ledger, "failed", delivery.summary.as_dict(stats), error)
@@ -310,17 +359,20 @@ def _replay(config: dict[str, Any], ledger: Ledger, reasons: tuple[str, ...]) ->
     finally:
         delivery.background.close()
         delivery.client.close()
-    ledger.mark_replayed(replayed_ids)
     result = delivery.summary.as_dict(stats)
     ledger.finish_run("replayed", result)
-    click.echo(f"Replayed {len(replayed_ids)} records:")
+    _say_replayed(done, result)
+
+
+def _say_replayed(done: _Replay, result: dict[str, Any]) -> None:
+    click.echo(f"Replayed {done.replayed} records:")
     for key in ("accepted_by_stream", "deduplicated", "set_aside_by_reason"):
         for name, count in sorted(result[key].items()):
             click.echo(escape_controls(f"  {key.split('_by_')[0]:12s} {name:28s} {count}"))
-    for reason, count in skipped.most_common():
+    for reason, count in done.skipped.most_common():
         hint = (
             "fix the source record or the mapping, then re-sync it"
-            if reason in _mapper_reasons(rows)
+            if reason in done.fix_at_source
             else "not replayable as is"
         )
         click.echo(escape_controls(f"  not replayed {reason:28s} {count}  ({hint})"))

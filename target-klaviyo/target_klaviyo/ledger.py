@@ -627,6 +627,11 @@ class Ledger:
             if include_replayed or row["replayed_at"] is None:
                 yield row
 
+    def last_delivery_id(self) -> int:
+        """The id of the newest delivery row (0 for none): where a replay's work ends."""
+        with self._lock, self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(deliveries.c.id))).scalar() or 0)
+
     def mark_replayed(self, ids: Sequence[int]) -> None:
         if self.read_only:
             return

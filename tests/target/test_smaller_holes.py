@@ -87,6 +87,30 @@ def test_replay_waits_for_the_run_lock_and_gives_up_clearly(
     assert [e["unique_id"] for e in klaviyo.events()] == ["e-1"]
 
 
+def test_replay_goes_page_by_page_and_never_resends_what_it_set_aside_again(
+    klaviyo: RecordingKlaviyo, config: dict[str, Any], ledger_path: Path, tmp_path: Path
+) -> None:
+    klaviyo.faults.add(kind="status", status=400, path="event-bulk-create", count=0)
+    ids = [f"e-{i}" for i in range(5)]
+    assert run_target(config, singer([event(i) for i in ids])).error is None
+    assert {r["outcome"] for r in ledger_rows(ledger_path)} == {"rejected"}
+
+    # Klaviyo still refuses them: each is set aside anew (a later row), and the replay ends
+    # rather than picking its own new rows up again.
+    result = ops(config, tmp_path, "replay", "--lock-timeout", "0", "--page-size", "2")
+    assert result.exit_code == 0, result.output
+    assert "Replayed 5 records:" in result.output
+    unreplayed = [r["record_key"] for r in ledger_rows(ledger_path) if r["replayed_at"] is None]
+    assert sorted(unreplayed) == ids, "the new rows wait for the next replay"
+
+    klaviyo.faults.clear()
+    posts = len(klaviyo.requests("POST", EVENTS_PATH))
+    result = ops(config, tmp_path, "replay", "--lock-timeout", "0", "--page-size", "2")
+    assert "Replayed 5 records:" in result.output
+    assert sorted(e["unique_id"] for e in klaviyo.events()) == ids
+    assert len(klaviyo.requests("POST", EVENTS_PATH)) - posts == 3, "pages of 2, 2 and 1"
+
+
 # -- dead letters ---------------------------------------------------------------------------------
 
 
