@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Each plugin alone, as another Meltano project installs it: from a git subdirectory of this
+# repository (its committed state: commit first) into a clean virtualenv, once per Python version
+# its requires-python allows, then its own tests (<plugin>/tests) from its folder. No root package,
+# no emulators, no other plugin is installed. CI runs it (scripts/test.sh).
+# Usage: bash scripts/test-plugins.sh [plugin folder ...]   (PLUGIN_PYTHONS="3.11 3.12")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+declare -A distribution=(
+    [tap-swapcommerce]=tap-swapcommerce [transforms]=swap-transforms
+    [target-klaviyo]=target-klaviyo [swap-webhooks]=swap-webhooks
+)
+folders=("$@")
+[ ${#folders[@]} -gt 0 ] || folders=(tap-swapcommerce transforms target-klaviyo swap-webhooks)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+for version in ${PLUGIN_PYTHONS:-3.11 3.12}; do
+    python=$(command -v "python$version" || true)
+    if [ -z "$python" ]; then
+        echo "test-plugins: python$version is missing: the plugins' requires-python includes it" >&2
+        exit 1
+    fi
+    for folder in "${folders[@]}"; do
+        name=${distribution[$folder]}
+        venv=$work/$folder-$version
+        echo "== $name alone on Python $version"
+        "$python" -m venv "$venv"
+        "$venv/bin/python" -m pip install --quiet -c constraints.txt \
+            "$name[test] @ git+file://$PWD#subdirectory=$folder" \
+            2> >(grep -v "is ignored: it is neither" >&2)
+        # pytest (not python -m pytest): the installed package is tested, not the folder's source.
+        (cd "$folder" && "$venv/bin/pytest" -q -p no:cacheprovider)
+    done
+done
