@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Sets everything up (scripts/setup.sh), then runs every check: ruff, mypy, the mappings' YAML tests
+# Sets everything up (scripts/setup-agency.sh: setup.sh, plus Meltano's PostgreSQL support and
+# Dagster in orchestration/.venv), then runs every check: ruff, mypy, the mappings' YAML tests
 # and the whole test suite.
 # Extra arguments go to pytest (e.g. `bash scripts/test.sh tests/tap -x`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh
+bash scripts/setup-agency.sh
 # The health report is tested in a real headless browser: Debian's Chromium and its driver.
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
