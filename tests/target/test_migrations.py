@@ -50,6 +50,8 @@ from tests.target.conftest import (
 
 #: The releases' tables; a ledger's rows are compared table by table.
 TABLES = ("deliveries", "profile_versions", "restocks", "profile_lists", "runs")
+#: This release's revision (0003 clamps profile versions far in the future: test_migration_0003).
+HEAD = "0003"
 OPEN = "swap_open_returns"
 ANA, BOB = fixture.ANA, fixture.BOB
 
@@ -144,14 +146,14 @@ def test_a_new_ledger_gets_this_releases_schema_exactly(empty_url):
     ledger = Ledger(empty_url)
     try:
         versions = [ledger.schema_version]
-        assert ledger.migrate() == head_revision() == "0002"
+        assert ledger.migrate() == head_revision() == HEAD
         versions.append(ledger.schema_version)
-        assert versions == [None, "0002"]
-        assert ledger.migrate() == "0002", "a ledger at the head is left as it is"
+        assert versions == [None, HEAD]
+        assert ledger.migrate() == HEAD, "a ledger at the head is left as it is"
     finally:
         ledger.close()
     assert schema_differences(empty_url) == []
-    assert stored_version(empty_url) == "0002"
+    assert stored_version(empty_url) == HEAD
 
 
 def test_a_0_1_0_ledger_is_recognised_stamped_and_upgraded_with_its_rows(old_url):
@@ -161,10 +163,10 @@ def test_a_0_1_0_ledger_is_recognised_stamped_and_upgraded_with_its_rows(old_url
     ledger = Ledger(old_url)
     try:
         assert ledger.schema_version == "0001", "tables without a version table are 0.1.0's"
-        assert ledger.migrate() == "0002"
+        assert ledger.migrate() == HEAD
     finally:
         ledger.close()
-    assert stored_version(old_url) == "0002"
+    assert stored_version(old_url) == HEAD
     assert schema_differences(old_url) == []
     after = rows(old_url)
     for name in ("deliveries", "profile_versions", "restocks"):
@@ -230,7 +232,7 @@ def next_release_input() -> str:
 def check_after_upgrade(url: str, before: dict[str, list[dict[str, Any]]], klaviyo) -> None:
     """Every 0.1.0 row intact and used, the new run recorded, at this release's schema."""
     after = rows(url)
-    assert stored_version(url) == "0002"
+    assert stored_version(url) == HEAD
     old_ids = {r["id"] for r in before["deliveries"]}
     assert [r for r in after["deliveries"] if r["id"] in old_ids] == before["deliveries"]
     new = {(r["stream"], r["record_key"]): r for r in after["deliveries"] if r["id"] not in old_ids}
@@ -270,7 +272,7 @@ def check_after_upgrade(url: str, before: dict[str, list[dict[str, Any]]], klavi
     assert runs[fixture.RUNS[1]]["status"] == "failed"
     [latest] = [r for r in after["runs"] if r["run_id"] not in fixture.RUNS]
     assert latest["status"] == "succeeded"
-    assert json.loads(latest["summary"])["ledger_schema_version"] == "0002"
+    assert json.loads(latest["summary"])["ledger_schema_version"] == HEAD
 
 
 def upgrade_config(config: dict[str, Any], url: str) -> dict[str, Any]:
@@ -287,7 +289,7 @@ def test_the_target_executable_upgrades_a_0_1_0_ledger_and_finds_everything(
     result = run_cli(upgrade_config(config, url), next_release_input(), tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"bookmark": "after-upgrade"}
-    assert "Ledger schema upgraded from revision 0001 to 0002" in result.stderr
+    assert f"Ledger schema upgraded from revision 0001 to {HEAD}" in result.stderr
     check_after_upgrade(url, before, klaviyo_0_1_0)
 
 
@@ -333,14 +335,15 @@ def test_ops_commands_report_the_version_and_upgrade_a_ledger_behind(ops, old_sq
     url = f"sqlite:///{old_sqlite}"
     assert ops(url, "schema") == (
         0,
-        "ledger schema 0001, this release 0002: behind: the next run (or --upgrade) upgrades it\n",
+        f"ledger schema 0001, this release {HEAD}: behind: "
+        "the next run (or --upgrade) upgrades it\n",
     )
     assert stored_version(url) is None, "`schema` alone reads, never writes"
     code, output = ops(url, "dead-letters", "--output", str(tmp_path / "dead.jsonl"))
     assert code == 0, output
     assert "set-aside records written" in output
-    assert stored_version(url) == "0002"
-    assert ops(url, "schema") == (0, "ledger schema 0002, this release 0002: up to date\n")
+    assert stored_version(url) == HEAD
+    assert ops(url, "schema") == (0, f"ledger schema {HEAD}, this release {HEAD}: up to date\n")
 
 
 def test_an_ops_command_refuses_to_upgrade_while_a_run_holds_the_ledger(
@@ -358,7 +361,7 @@ def test_an_ops_command_refuses_to_upgrade_while_a_run_holds_the_ledger(
     assert "a run has held the ledger" in output
     assert stored_version(url) is None
     assert ops(url, "purge")[0] == 0, "once the run is over the command upgrades and works"
-    assert stored_version(url) == "0002"
+    assert stored_version(url) == HEAD
 
 
 def test_0002_downgrades_to_a_ledger_0_1_0_can_use(old_url):
