@@ -16,3 +16,13 @@ quiet_pip --upgrade "pip>=25.1"
 quiet_pip -c constraints.txt -e '.[dev]' -e ./tap-swapcommerce -e ./transforms \
     -e './target-klaviyo[report,postgres]' -e ./swap-webhooks
 PIP_CONSTRAINT="$PWD/constraints.txt" .venv/bin/meltano install
+# Byte-compile Meltano's plugin virtualenvs (its installer leaves them as sources) and the
+# project's own packages, once, here. Otherwise every run compiles every module it imports
+# whenever Python may not write bytecode (PYTHONDONTWRITEBYTECODE, read-only installs: CI, many
+# containers): about half of each plugin's start-up. Files already compiled are skipped.
+for plugin_python in .meltano/*/*/venv/bin/python; do
+    "$plugin_python" -m compileall -q -j 0 "${plugin_python%/bin/python}/lib" > /dev/null ||
+        echo "setup: files above in ${plugin_python%/bin/python} do not compile; runs compile them" >&2
+done
+.venv/bin/python -m compileall -q -j 0 tap-swapcommerce/tap_swapcommerce transforms/swap_transforms \
+    target-klaviyo/target_klaviyo swap-webhooks/swap_webhooks swap_meltano > /dev/null
