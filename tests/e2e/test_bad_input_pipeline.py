@@ -296,6 +296,8 @@ def test_every_bad_record_is_recorded_and_every_good_one_delivered(world: World)
     assert {started(r) for r in later} <= world.delivered()
 
     used = set().union(*(personal_values(r) for r in swap.all_returns()))
+    assert {"+447700900101", "7 Surrogate Row", "9 Null Street"} <= used
+    assert len(used) > 3 * len(bad), "every return's e-mail, name and address lines"
     used |= {"zoe.e2e", "again.e2e", "Zo\u00eb Quarantine", "overlong.lllll", "9" * 50}
     for log in (output, second):
         assert leaks(log, used) == []
