@@ -12,8 +12,7 @@
 #   reads only what changed since its last run;
 # - the mapping var `backfill_new_metrics_only`: only the new metrics' rules and the profile
 #   update run, so no existing metric (Return Started, Refunded Order, ...) and no restock is sent
-#   again;
-# - `backfill_after_hours` 0: every event goes with `backfill: true`, so no flow fires on history.
+#   again, and every event it sends has `backfill: true` (Klaviyo records it, no flow fires).
 # The ledger and Klaviyo keep one event per unique id: running it twice duplicates nothing, and
 # a return the schedule syncs meanwhile is sent once. Profile updates are ordered by as_of: an
 # old return never overwrites what a newer one set.
@@ -33,6 +32,5 @@ fi
 
 export TAP_SWAPCOMMERCE_START_DATE=$since
 export SWAP_TRANSFORMS_VARS='{"backfill_new_metrics_only": true}'
-export TARGET_KLAVIYO_BACKFILL_AFTER_HOURS=0
 exec .venv/bin/swap-meltano "${environment[@]}" run --state-id-suffix=backfill-2026-12 "$@" \
     returns-to-klaviyo

@@ -104,7 +104,7 @@ def event_resource(record: Mapping[str, Any], backfill_before: datetime) -> dict
         attributes["value"] = record["value"]
     if record.get("value_currency"):
         attributes["value_currency"] = record["value_currency"]
-    if time < backfill_before:
+    if time < backfill_before or record.get("backfill") is True:
         attributes["backfill"] = True  # history: recorded, but flows must not fire on it
     return {"type": "event", "attributes": attributes}
 
