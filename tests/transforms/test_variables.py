@@ -59,10 +59,12 @@ def test_the_backfill_var_sends_only_the_new_metrics_and_the_profile_update() ->
         exchange_items=[{"sku": "X", "item_count": 1}],
         total_store_credit_value_customer_currency=5,
     )
-    every = {e["metric"] for e in outputs(default(), record)["klaviyo_events"]}
-    assert every > NEW_METRICS
+    usual = outputs(default(), record)["klaviyo_events"]
+    assert {e["metric"] for e in usual} > NEW_METRICS
+    assert {e["backfill"] for e in usual} == {None}  # by age, as the target decides
     backfill = outputs(default(backfill_new_metrics_only=True), record)
     assert {e["metric"] for e in backfill["klaviyo_events"]} == NEW_METRICS
+    assert {e["backfill"] for e in backfill["klaviyo_events"]} == {True}  # no flow fires
     assert len(backfill["klaviyo_profile_updates"]) == 1
     assert "klaviyo_catalog_variants" not in backfill  # no restock is applied twice
 
