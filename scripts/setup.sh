@@ -14,7 +14,7 @@ quiet_pip --upgrade "pip>=25.1"
 # The versions in constraints.txt (bash scripts/lock.sh regenerates it), here and in the plugins'
 # own virtualenvs, so that two machines install the same versions.
 quiet_pip -c constraints.txt -e '.[dev]' -e ./tap-swapcommerce -e ./transforms \
-    -e './target-klaviyo[report,postgres]' -e ./swap-webhooks
+    -e './target-klaviyo[report,postgres]' -e ./swap-webhooks -e ./swap-health
 PIP_CONSTRAINT="$PWD/constraints.txt" .venv/bin/meltano install
 # Byte-compile Meltano's plugin virtualenvs (its installer leaves them as sources) and the
 # project's own packages, once, here. Otherwise every run compiles every module it imports

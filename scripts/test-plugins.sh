@@ -27,6 +27,9 @@ for version in ${PLUGIN_PYTHONS:-3.11 3.12}; do
         venv=$work/$folder-$version
         echo "== $name alone on Python $version"
         "$python" -m venv "$venv"
+        # The bundled pip (23.x on 3.11) refuses "name[extra] @ git+file://...#subdirectory=".
+        "$venv/bin/python" -m pip install --quiet --upgrade "pip>=25.1" \
+            2> >(grep -v "is ignored: it is neither" >&2)
         "$venv/bin/python" -m pip install --quiet -c constraints.txt \
             "$name[test] @ git+file://$PWD#subdirectory=$folder" \
             2> >(grep -v "is ignored: it is neither" >&2)

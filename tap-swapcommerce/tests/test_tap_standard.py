@@ -43,6 +43,7 @@ class StubSwap(BaseHTTPRequestHandler):
 # The SDK builds its test class from a config at import time, so the stub starts here.
 _server = ThreadingHTTPServer(("127.0.0.1", 0), StubSwap)
 threading.Thread(target=_server.serve_forever, daemon=True).start()
+atexit.register(_server.server_close)
 atexit.register(_server.shutdown)
 
 TestTapSwapCommerce = get_tap_test_class(

@@ -19,7 +19,6 @@ Configuration is target-klaviyo's own: ``--config FILE`` (JSON), or ``--config E
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import sys
@@ -121,16 +120,6 @@ def main(context: click.Context, config_source: str) -> None:
     context.obj = load_config(config_source)
 
 
-#: For ``summary`` and ``report``: swap-webhooks' state db, read only if it exists.
-webhooks_db_option = click.option(
-    "--webhooks-db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="swap-webhooks' state db, for the latency from a webhook to Klaviyo "
-    "(a missing file means no webhooks).",
-)
-
-
 class _Since(click.ParamType):
     """``--since``: an ISO time, or an age such as ``30d`` (see :mod:`target_klaviyo.window`)."""
 
@@ -156,16 +145,14 @@ since_option = click.option(
 
 
 @main.command()
-@webhooks_db_option
 @since_option
 @click.pass_obj
-def summary(config: dict[str, Any], webhooks_db: Path | None, since: datetime | None) -> None:
+def summary(config: dict[str, Any], since: datetime | None) -> None:
     """Print what reached Klaviyo and what was set aside, and why."""
     report = _report_module()
     if _existing_ledger(config):
         upgrade_ledger(config)
-    with _webhooks_errors(report):
-        data = report.load_report_data(config["ledger_url"], since=since, webhooks_db=webhooks_db)
+    data = report.load_report_data(config["ledger_url"], since=since)
     click.echo(report.terminal_summary(data))
 
 
@@ -173,31 +160,16 @@ def summary(config: dict[str, Any], webhooks_db: Path | None, since: datetime | 
 @click.option(
     "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html")
 )
-@webhooks_db_option
 @since_option
 @click.pass_obj
-def report(
-    config: dict[str, Any], output: Path, webhooks_db: Path | None, since: datetime | None
-) -> None:
+def report(config: dict[str, Any], output: Path, since: datetime | None) -> None:
     """Write the integration health report (one offline HTML page) and print its summary."""
     module = _report_module()
     if _existing_ledger(config):
         upgrade_ledger(config)
-    with _webhooks_errors(module):
-        data = module.build_report(
-            config["ledger_url"], output, since=since, webhooks_db=webhooks_db
-        )
+    data = module.build_report(config["ledger_url"], output, since=since)
     click.echo(module.terminal_summary(data))
     click.echo(escape_controls(f"Report written to {output}"))
-
-
-@contextlib.contextmanager
-def _webhooks_errors(module: ModuleType) -> Iterator[None]:
-    """A file that is not swap-webhooks' state db is a usage error, said in one line."""
-    try:
-        yield
-    except module.WebhooksDbError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 def _report_module() -> ModuleType:

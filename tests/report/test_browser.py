@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from swap_health import webhook_latency
 from target_klaviyo.report import build_report
-from tests.report.conftest import EMAILS
 from tests.support.ledger import migrated_ledger
+from tests.support.report_ledger import EMAILS
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -80,7 +81,7 @@ def test_console_check_sees_errors(browser, tmp_path):
 
 def test_report_renders_in_chromium(browser, ledger_url, webhooks_db, tmp_path):
     output = tmp_path / "report.html"
-    build_report(ledger_url, output, webhooks_db=webhooks_db)
+    build_report(ledger_url, output, triggers=webhook_latency(ledger_url, webhooks_db, None))
     console_errors(browser)  # start from a clean log
     browser.get(output.as_uri())
 
@@ -105,12 +106,12 @@ def test_report_renders_in_chromium(browser, ledger_url, webhooks_db, tmp_path):
         assert all(row.is_displayed() and row.size["height"] > 0 for row in rows)
     text = browser.find_element(By.TAG_NAME, "body").text
     assert "13 records never reached Klaviyo" in text
-    webhooks = browser.find_element(By.ID, "webhook-latency")
+    webhooks = browser.find_element(By.ID, "trigger-latency")
     assert webhooks.is_displayed()
     assert webhooks.find_element(By.TAG_NAME, "h3").text == "Webhook to Klaviyo"
     stats = webhooks.find_elements(By.CSS_SELECTOR, ".stat .value")
     assert [stat.text for stat in stats] == ["50s", "1m 40s", "3h 00m", "22", "4"]
-    assert browser.find_element(By.ID, "webhook-kpi").is_displayed()
+    assert browser.find_element(By.ID, "trigger-kpi").is_displayed()
     assert "a***@example.com" in text
     for email in EMAILS:
         assert email not in text.lower()

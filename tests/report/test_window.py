@@ -15,7 +15,7 @@ from target_klaviyo.cli import main as klaviyo_ops
 from target_klaviyo.report import load_report_data, queries
 from target_klaviyo.report.__main__ import main as report_main
 from target_klaviyo.window import parse_since
-from tests.report.conftest import T0, hours
+from tests.support.report_ledger import T0, hours
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc)
 

@@ -8,10 +8,16 @@ the figures without drawing or writing anything (enough for ``terminal_summary``
 
 from __future__ import annotations
 
-from target_klaviyo.report.data import ReportData
+from target_klaviyo.report.data import LatencyStats, ReportData, TriggerLatency
 from target_klaviyo.report.queries import load_report_data
 from target_klaviyo.report.render import build_report
 from target_klaviyo.report.summary import terminal_summary
-from target_klaviyo.report.webhooks import WebhooksDbError
 
-__all__ = ["ReportData", "WebhooksDbError", "build_report", "load_report_data", "terminal_summary"]
+__all__ = [
+    "LatencyStats",
+    "ReportData",
+    "TriggerLatency",
+    "build_report",
+    "load_report_data",
+    "terminal_summary",
+]

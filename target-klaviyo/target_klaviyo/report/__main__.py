@@ -1,4 +1,4 @@
-"""``python -m target_klaviyo.report LEDGER_URL OUTPUT.html [--since WHEN] [--webhooks-db PATH]``.
+"""``python -m target_klaviyo.report LEDGER_URL OUTPUT.html [--since WHEN]``.
 
 A scheduled job (or a person) builds the page and gets the summary on stdout in one command.
 WHEN is an ISO time or an age (`30d`, `12h`).
@@ -14,7 +14,6 @@ from pathlib import Path
 
 from target_klaviyo.report.render import build_report
 from target_klaviyo.report.summary import terminal_summary
-from target_klaviyo.report.webhooks import WebhooksDbError
 from target_klaviyo.window import parse_since
 
 
@@ -37,19 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=_since,
         help="only records from this time on: ISO (UTC if no offset) or an age (30d, 12h)",
     )
-    parser.add_argument(
-        "--webhooks-db",
-        type=Path,
-        metavar="PATH",
-        help="swap-webhooks' state db, for the latency from a webhook to Klaviyo "
-        "(a missing file means no webhooks)",
-    )
     args = parser.parse_args(argv)
     try:
-        data = build_report(
-            args.ledger_url, args.output, since=args.since, webhooks_db=args.webhooks_db
-        )
-    except (FileNotFoundError, WebhooksDbError) as exc:
+        data = build_report(args.ledger_url, args.output, since=args.since)
+    except FileNotFoundError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
     sys.stdout.write(f"{terminal_summary(data)}\n  Report: {args.output}\n")

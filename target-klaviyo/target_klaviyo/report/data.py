@@ -26,8 +26,8 @@ BAD_STATUSES = ("crashed", "interrupted", "auth_failed", "throttle_deadline", "f
 class LatencyStats:
     """Latency to Klaviyo's acceptance, over accepted events or over webhook deliveries.
 
-    Measured from each accepted event's Swap update (``source_time``), or from each webhook
-    delivery (:class:`WebhookLatency`). Percentiles use the nearest-rank method, so each figure
+    Measured from each accepted event's source update (``source_time``), or from each trigger
+    (:class:`TriggerLatency`). Percentiles use the nearest-rank method, so each figure
     is a latency that actually happened.
     """
 
@@ -38,16 +38,22 @@ class LatencyStats:
 
 
 @dataclass(frozen=True)
-class WebhookLatency:
-    """Time from a Swap webhook reaching swap-webhooks to Klaviyo's first acceptance after it.
+class TriggerLatency:
+    """Time from an upstream trigger (a source's webhook) to Klaviyo's first acceptance after it.
 
-    One measurement per delivery (see :mod:`target_klaviyo.report.webhooks` for the join).
-    ``found`` is False when the receiver's state db does not exist: this deployment receives no
-    webhooks (or the path is wrong), which the report notes instead of failing.
+    The target records no triggers: a deployment that does (this project's ``swap-health`` joins
+    its webhook receiver's deliveries with the ledger) measures them and hands the result to
+    ``build_report(..., triggers=...)``. ``found`` is False when the place the triggers are kept
+    does not exist, which the report notes instead of failing.
     """
 
-    state_db: str
+    #: What a trigger is, capitalised for a title: ``Webhook`` gives "Webhook to Klaviyo".
+    label: str
+    #: Where the triggers were read from, for the page (``the swap-webhooks state db at ...``).
+    source: str
     found: bool
+    #: What counts as one trigger, said under the figures (may be empty).
+    note: str = ""
     #: Deliveries received in the report's window, measured or not.
     deliveries: int = 0
     #: Deliveries with no acceptance at or after them yet.
@@ -163,8 +169,8 @@ class ReportData:
     series: AcceptedSeries | None = None
     latency: LatencyStats | None = None
     latency_seconds: list[float] = field(default_factory=list)
-    #: Webhook-to-Klaviyo latency; None when the report was not given a webhooks state db.
-    webhooks: WebhookLatency | None = None
+    #: Trigger-to-Klaviyo latency; None when the report was given no triggers.
+    triggers: TriggerLatency | None = None
     reasons: list[ReasonCount] = field(default_factory=list)
     set_aside: list[RecordRow] = field(default_factory=list)
     set_aside_total: int = 0

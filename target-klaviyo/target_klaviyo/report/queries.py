@@ -43,7 +43,6 @@ from target_klaviyo.report.data import (
 )
 from target_klaviyo.report.guidance import guidance
 from target_klaviyo.report.stats import bucket_series, latency_stats
-from target_klaviyo.report.webhooks import load_webhook_latency
 
 PROFILE_STREAM = "klaviyo_profile_updates"
 OPEN_RETURNS = "swap_open_returns"
@@ -87,13 +86,8 @@ def load_report_data(
     since: datetime | None = None,
     set_aside_limit: int = 500,
     runs_limit: int = 20,
-    webhooks_db: Path | str | None = None,
 ) -> ReportData:
-    """Every figure of the report, from the ledger at ``ledger_url`` (records since ``since``).
-
-    ``webhooks_db`` is the swap-webhooks receiver's state db, for the latency from a webhook to
-    Klaviyo (deliveries received since ``since``); a file that does not exist means no webhooks.
-    """
+    """Every figure of the report, from the ledger at ``ledger_url`` (records since ``since``)."""
     _require_sqlite_file(ledger_url)
     since = as_utc(since)
     data = ReportData(
@@ -111,9 +105,6 @@ def load_report_data(
             _load_open_returns(conn, data, tables)
             if runs.name in tables:
                 data.runs = _load_runs(conn, since, runs_limit)
-            if webhooks_db is not None:
-                ledger = conn if deliveries.name in tables else None
-                data.webhooks = load_webhook_latency(ledger, Path(webhooks_db), since)
     finally:
         engine.dispose()
     return data

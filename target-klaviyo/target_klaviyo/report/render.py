@@ -17,7 +17,7 @@ from markupsafe import Markup
 
 from target_klaviyo.report import formatting as fmt
 from target_klaviyo.report.charts import accepted_chart, latency_chart
-from target_klaviyo.report.data import MISMATCH_REASONS, ReportData
+from target_klaviyo.report.data import MISMATCH_REASONS, ReportData, TriggerLatency
 from target_klaviyo.report.guidance import guidance
 from target_klaviyo.report.queries import load_report_data
 
@@ -80,15 +80,16 @@ def build_report(
     output: Path,
     *,
     since: datetime | None = None,
-    webhooks_db: Path | str | None = None,
+    triggers: TriggerLatency | None = None,
 ) -> ReportData:
     """Read the ledger at ``ledger_url``, write the HTML report to ``output``, return its figures.
 
     ``since`` limits the deliveries and runs shown to those recorded from then on; the customers
     flagged with open returns are always those flagged now, whenever they were flagged.
-    ``webhooks_db``, the swap-webhooks receiver's state db, adds the latency from a webhook to
-    Klaviyo; a file that does not exist is noted on the page as no webhooks.
+    ``triggers``, measured by a deployment that records what triggers its runs (webhooks), adds
+    the latency from a trigger to Klaviyo.
     """
-    data = load_report_data(ledger_url, since=since, webhooks_db=webhooks_db)
+    data = load_report_data(ledger_url, since=since)
+    data.triggers = triggers
     write_atomically(Path(output), render_html(data))
     return data

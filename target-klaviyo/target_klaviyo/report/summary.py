@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from target_klaviyo.report.data import ReportData, RunRow, WebhookLatency
+from target_klaviyo.report.data import ReportData, RunRow, TriggerLatency
 from target_klaviyo.report.formatting import duration, number, timestamp
 from target_klaviyo.terminal import escape_lines
 
@@ -48,8 +48,8 @@ def _summary(data: ReportData) -> str:
             f"p95 {duration(data.latency.p95)}, worst {duration(data.latency.worst)} "
             f"({number(data.latency.count)} events)"
         )
-    if data.webhooks is not None:
-        lines.append(_webhooks_line(data.webhooks))
+    if data.triggers is not None:
+        lines.append(_triggers_line(data.triggers))
     if data.outstanding_total:
         lines.append(
             f"  NOT delivered: {number(data.outstanding_total)} records "
@@ -90,10 +90,10 @@ def _run_line(run: RunRow) -> str:
     return f"{line} - {run.error}" if run.error else line
 
 
-def _webhooks_line(hooks: WebhookLatency) -> str:
-    head = "  Latency Swap webhook -> Klaviyo:"
+def _triggers_line(hooks: TriggerLatency) -> str:
+    head = f"  Latency {hooks.label.lower()} -> Klaviyo:"
     if not hooks.found:
-        return f"{head} no webhooks (no swap-webhooks state db at {hooks.state_db})"
+        return f"{head} none recorded (no {hooks.source})"
     waiting = f"; {number(hooks.not_accepted)} not accepted yet" if hooks.not_accepted else ""
     stats = hooks.latency
     if stats is None:

@@ -1,7 +1,7 @@
-"""Latency from a Swap webhook to Klaviyo's acceptance, for deployments that run swap-webhooks.
+"""Latency from a Swap webhook to Klaviyo: swap-webhooks' deliveries joined with the ledger.
 
-This is the contract with swap-webhooks, a separate plugin that is deliberately not imported here
-(target-klaviyo installs and runs without it). The report reads only the receiver's state db
+This is the project's join of its two plugins' records (neither plugin knows the other): the
+receiver's state db and target-klaviyo's delivery ledger. It reads only the receiver's state db
 (its ``state_db`` setting, ``runtime/swap-webhooks.sqlite`` by default), only its ``deliveries``
 table, and only two columns of it:
 
@@ -10,7 +10,8 @@ table, and only two columns of it:
 
 The file is opened read-only (a ``file:...?mode=ro`` URI), so the report is safe while a receiver
 runs. ``swap_webhooks.store.webhook_latencies`` documents the same contract on its side; the
-report's tests create the state db with swap-webhooks' own schema, so a change there shows up.
+tests create the state db with swap-webhooks' own schema, so a change there shows up. The
+result is a :class:`target_klaviyo.report.TriggerLatency`, which the target's report shows.
 
 The join, per delivery: the first acceptance in the ledger (stream ``klaviyo_events``, outcome
 ``accepted``, ``source_id`` = the return id) recorded at or after ``received_at``. A return's
@@ -31,11 +32,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from target_klaviyo.ledger import ACCEPTED, as_utc, deliveries
-from target_klaviyo.report.data import WebhookLatency
+from target_klaviyo.report import LatencyStats, TriggerLatency
 from target_klaviyo.report.stats import latency_stats
 
 #: The ledger stream of the events a webhook's run sends.
 EVENTS_STREAM = "klaviyo_events"
+#: What one trigger is, under the report's figures.
+NOTE = "A return's created and processed webhooks count as two deliveries."
 
 
 class WebhooksDbError(ValueError):
@@ -64,14 +67,15 @@ def read_webhook_deliveries(state_db: Path) -> list[tuple[str, datetime]]:
 
 def load_webhook_latency(
     conn: Connection | None, state_db: Path, since: datetime | None
-) -> WebhookLatency:
+) -> TriggerLatency:
     """Measure each delivery received since ``since`` against the ledger behind ``conn``.
 
     ``conn`` is None when the ledger has no ``deliveries`` table yet (nothing accepted). A state
     db that does not exist means no webhooks: noted in the result, not an error.
     """
+    source = f"swap-webhooks state db at {state_db}"
     if not state_db.is_file():
-        return WebhookLatency(state_db=str(state_db), found=False)
+        return TriggerLatency(label="Webhook", source=source, found=False, note=NOTE)
     # The receiver first, then the ledger: a webhook arriving in between is not miscounted.
     received = [
         (return_id, at)
@@ -86,12 +90,15 @@ def load_webhook_latency(
         if first < len(times):
             seconds.append((times[first] - at).total_seconds())
     seconds.sort()
-    return WebhookLatency(
-        state_db=str(state_db),
+    stats: LatencyStats | None = latency_stats(seconds)
+    return TriggerLatency(
+        label="Webhook",
+        source=source,
         found=True,
+        note=NOTE,
         deliveries=len(received),
         not_accepted=len(received) - len(seconds),
-        latency=latency_stats(seconds),
+        latency=stats,
     )
 
 
@@ -116,3 +123,14 @@ def _acceptances(
     for values in times.values():
         values.sort()
     return times
+
+
+def webhook_latency(ledger_url: str, state_db: Path, since: datetime | None) -> TriggerLatency:
+    """The latency from each delivery in ``state_db`` to its acceptance in the ledger."""
+    engine = sa.create_engine(ledger_url)
+    try:
+        with engine.connect() as conn:
+            has_ledger = deliveries.name in sa.inspect(conn).get_table_names()
+            return load_webhook_latency(conn if has_ledger else None, state_db, since)
+    finally:
+        engine.dispose()
