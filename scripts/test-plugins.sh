@@ -16,8 +16,19 @@ folders=("$@")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# python3.X on PATH if it runs (a pyenv shim may not), else pyenv's own install of 3.X.
+find_python() {
+    local candidate
+    for candidate in "python$1" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$1".*/bin/python"$1"; do
+        if "$candidate" -c "" > /dev/null 2>&1; then
+            command -v "$candidate"
+            return
+        fi
+    done
+}
+
 for version in ${PLUGIN_PYTHONS:-3.11 3.12}; do
-    python=$(command -v "python$version" || true)
+    python=$(find_python "$version")
     if [ -z "$python" ]; then
         echo "test-plugins: python$version is missing: the plugins' requires-python includes it" >&2
         exit 1

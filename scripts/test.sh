@@ -35,3 +35,8 @@ swap-transforms-test
 # Every test: -m "" lifts the fast tier's default deselection (pyproject.toml's addopts); an -m
 # among the arguments wins (e.g. `bash scripts/test.sh -m slow`).
 pytest -m "" "$@"
+# Each plugin alone: installed from a git subdirectory into a clean virtualenv per Python version
+# of its requires-python, its own tests run there (not when pytest was given arguments).
+if [ $# -eq 0 ]; then
+    bash scripts/test-plugins.sh
+fi
