@@ -231,6 +231,11 @@ def meltano_noop(tmp: Path, repeat: int) -> list[Timed]:
     return [timed([str(BIN / "meltano"), "run", "noop"], env, cwd=project) for _ in range(repeat)]
 
 
+def plugin_bin(kind: str, name: str) -> str:
+    """A plugin's executable in the virtualenv Meltano installed it in (what a run starts)."""
+    return str(REPO / ".meltano" / kind / name / "venv" / "bin" / name)
+
+
 def components(env: dict[str, str], tmp: Path, repeat: int) -> dict[str, Any]:
     """Each part of a run's fixed cost on its own, the median of ``repeat`` runs."""
     tap_config = write_json(
@@ -244,18 +249,23 @@ def components(env: dict[str, str], tmp: Path, repeat: int) -> dict[str, Any]:
             )
         },
     )
+    tap, mapper, target = (
+        plugin_bin("extractors", "tap-swapcommerce"),
+        plugin_bin("mappers", "swap-transforms"),
+        plugin_bin("loaders", "target-klaviyo"),
+    )
     commands = {
         "meltano --version": [str(BIN / "meltano"), "--version"],
         "python -c pass": [sys.executable, "-c", "pass"],
-        "tap-swapcommerce --about": [str(BIN / "tap-swapcommerce"), "--about"],
+        "tap-swapcommerce --about": [tap, "--about"],
         "tap-swapcommerce --discover": [
-            str(BIN / "tap-swapcommerce"),
+            tap,
             "--config",
             str(tap_config),
             "--discover",
         ],
-        "swap-transforms --about": [str(BIN / "swap-transforms"), "--about"],
-        "target-klaviyo --about": [str(BIN / "target-klaviyo"), "--about"],
+        "swap-transforms --about": [mapper, "--about"],
+        "target-klaviyo --about": [target, "--about"],
     }
     figures: dict[str, Any] = {}
     for name, command in commands.items():
