@@ -31,6 +31,7 @@ TYPES = {
     "int": ["integer"],
     "float": ["number"],
     "Path": ["string"],
+    "Path | None": ["string", "null"],
     "tuple[str, ...]": ["string"],
 }
 

@@ -64,9 +64,9 @@ class Settings:
 
     # Each setting's `#:` comment is its description (`swap-webhooks --about`, meltano.yml).
     #: The store's whsk_ secret (Swap dashboard), which signs each delivery.
-    webhook_secret: Secret
+    webhook_secret: Secret = field(default_factory=lambda: Secret(""))
     #: Only deliveries for this Swap store are accepted.
-    store_id: str
+    store_id: str = field(default_factory=str)
     #: Address to listen on (keep 127.0.0.1 behind a TLS proxy).
     host: str = "127.0.0.1"
     #: Port to listen on.
@@ -110,12 +110,12 @@ class Settings:
     stale_after_minutes: float = 30.0
     #: Slack-compatible webhook for the staleness alert (none: the alert is only logged).
     alert_webhook_url: Secret | None = None
+    #: A brands file (brands.yml): every brand's store is received, verified with its own secret
+    #: (webhook_secret_env) and runs `swap-brands run <brand>`; store_id and webhook_secret unused.
+    brands_file: Path | None = None
 
     def __post_init__(self) -> None:
-        if not self.webhook_secret:
-            raise SettingsError("webhook_secret is required (SWAP_WEBHOOKS_WEBHOOK_SECRET)")
-        if not self.store_id:
-            raise SettingsError("store_id is required (SWAP_WEBHOOKS_STORE_ID)")
+        self._check_store()
         if not self.run_command:
             raise SettingsError("run_command must name a command")
         if not 0 <= self.port <= 65535:
@@ -140,6 +140,17 @@ class Settings:
             object.__setattr__(self, "run_log_dir", self.project_dir / self.run_log_dir)
         if not self.state_db.is_absolute():
             object.__setattr__(self, "state_db", self.project_dir / self.state_db)
+
+    def _check_store(self) -> None:
+        """One store and its secret, unless a brands file gives each brand's store and secret."""
+        if self.brands_file is not None:
+            if not self.brands_file.is_absolute():
+                object.__setattr__(self, "brands_file", self.project_dir / self.brands_file)
+            return
+        if not self.webhook_secret:
+            raise SettingsError("webhook_secret is required (SWAP_WEBHOOKS_WEBHOOK_SECRET)")
+        if not self.store_id:
+            raise SettingsError("store_id is required (SWAP_WEBHOOKS_STORE_ID)")
 
     def _check_request_limits(self) -> None:
         """The hardening limits: a zero timeout or cap would refuse every delivery."""
@@ -211,7 +222,7 @@ def _coerce(name: str, value: Any) -> Any:
             if not isinstance(value, Secret | str):
                 raise TypeError(name)
             return value if isinstance(value, Secret) else Secret(value)
-        if name in ("project_dir", "state_db", "run_log_dir"):
+        if name in ("project_dir", "state_db", "run_log_dir", "brands_file"):
             return Path(value).expanduser()
         if name == "run_command":
             return _command(value)

@@ -151,6 +151,23 @@ def verify_delivery(
     return claims
 
 
+def claimed_store(body: bytes) -> str:
+    """The store a delivery's token names, read before any secret is known (to pick the secret).
+
+    Nothing is trusted yet: the delivery is then verified with that store's secret, which
+    checks this same claim again under the signature.
+
+    Raises:
+        Refused: the body or its token is malformed (or nested too deep).
+    """
+    try:
+        token, _payload = _token(body)
+        _header, unverified = _unverified(token)
+        return _claims(unverified).store_id
+    except RecursionError:
+        raise Refused(Reason.TOO_DEEP) from None
+
+
 def _check_times(claims: Delivery, now: float, max_age_seconds: float) -> None:
     """Expired (``exp``), issued in the future or too long ago (``iat``), each with the leeway."""
     if now > claims.expires_at + LEEWAY_SECONDS:
