@@ -13,7 +13,8 @@ quiet_pip() { .venv/bin/python -m pip install --quiet "$@" 2> >(grep -v "is igno
 quiet_pip --upgrade "pip>=25.1"
 # The versions in constraints.txt (bash scripts/lock.sh regenerates it), here and in the plugins'
 # own virtualenvs, so that two machines install the same versions.
-quiet_pip -c constraints.txt -e '.[dev]' -e ./tap-swapcommerce -e ./transforms \
+# The emulators are a development package (the demo, the tests, bench/), not the project's.
+quiet_pip -c constraints.txt -e '.[dev]' -e ./emulators -e ./tap-swapcommerce -e ./transforms \
     -e './target-klaviyo[report,postgres]' -e ./swap-webhooks -e ./swap-health
 PIP_CONSTRAINT="$PWD/constraints.txt" .venv/bin/meltano install
 # Byte-compile Meltano's plugin virtualenvs (its installer leaves them as sources) and the
