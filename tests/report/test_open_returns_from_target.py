@@ -114,7 +114,8 @@ def test_the_flagged_customers_are_those_klaviyo_holds(klaviyo, tmp_path):
         ],
     )
     # Run 2: Bob's return closes, so does Ana's first; Dan opens one on his event; Cara's newer
-    # update is refused by Klaviyo (her phone number is invalid), so her flag may be stale.
+    # update is refused by Klaviyo (a profile over its 100 KB; an invalid phone no longer is:
+    # the target leaves it out), so her flag may be stale.
     run_target(
         config,
         [
@@ -126,7 +127,7 @@ def test_the_flagged_customers_are_those_klaviyo_holds(klaviyo, tmp_path):
                 "swap:C1:profile",
                 CARA,
                 T3,
-                phone_number="+1 000",
+                properties={"note": "\u00e9" * 60_000},
                 unappend={"swap_open_returns": ["RMA-C1"]},
             ),
         ],
@@ -148,7 +149,7 @@ def test_the_flagged_customers_are_those_klaviyo_holds(klaviyo, tmp_path):
     assert set(rows) == set(flagged_in_klaviyo(klaviyo))
     assert rows["a***@example.com"][3] == "reached Klaviyo"
     assert rows["d***@example.com"][3] == "reached Klaviyo"
-    # Klaviyo's import error for Cara's newer update ("invalid") marks her flag as maybe stale.
+    # Klaviyo's refusal of Cara's newer update ("invalid") marks her flag as maybe stale.
     assert rows["c***@example.net"][3] == (
         "reached Klaviyo a newer update was not delivered: invalid"
     )
