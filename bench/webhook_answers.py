@@ -28,7 +28,7 @@ from typing import Any
 import psutil
 
 from emulators.swap import webhook_payload
-from tests.webhooks.support import FAKE_RUN, SECRET, STORE, ReceiverProcess, get_json
+from harness.webhooks import FAKE_RUN, SECRET, STORE, ReceiverProcess, get_json
 
 GOAL_P95_MS = 100.0
 

@@ -51,8 +51,7 @@ from emulators.http import Request
 from emulators.klaviyo import KlaviyoEmulator
 from emulators.swap import LIST_PATH, SwapEmulator, catalog_skus
 from emulators.swap.webhooks import WebhookSender
-from swap_webhooks.store import DeliveryStore
-from tests.webhooks.support import (
+from harness.webhooks import (
     ROOT,
     SECRET,
     ReceiverThread,
@@ -60,6 +59,7 @@ from tests.webhooks.support import (
     isolated_meltano,
     settings,
 )
+from swap_webhooks.store import DeliveryStore
 
 KLAVIYO_KEY = "pk_bench_webhooks"
 METRIC = "Return Started"
