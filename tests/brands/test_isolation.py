@@ -8,7 +8,9 @@ is fixed; it alerts its own destination, naming itself and its outcome.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -80,6 +82,26 @@ def test_two_brands_sharing_a_customer_each_hold_only_their_own(tmp_path: Path) 
             ), properties
         ledgers = sorted(p.parent.name for p in (tmp_path / "ledgers").glob("*/*.sqlite"))
         assert ledgers == ["acme", "globex"]
+
+        # Removing a brand purges its ledger, its state and its entry with one command.
+        command = [str(SWAP_BRANDS), "--project-dir", str(REPO), "--brands-file", str(file)]
+        done = subprocess.run(
+            [*command, "remove", "acme", "--purge"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert not (tmp_path / "ledgers" / "acme").exists()
+        assert (tmp_path / "ledgers" / "globex").exists()
+        assert "name: acme" not in file.read_text()
+        with contextlib.closing(
+            sqlite3.connect(Path(meltano_env["MELTANO_SYS_DIR_ROOT"]) / "meltano.db")
+        ) as db:
+            states = [row[0] for row in db.execute("SELECT state_id FROM state")]
+        assert states == ["sandbox:tap-swapcommerce-to-target-klaviyo:globex"]
 
 
 def test_failing_brands_leave_the_others_alone_alert_their_own_and_lose_nothing(
