@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
 from emulators.klaviyo import KlaviyoEmulator
 from emulators.swap import SwapEmulator
+from tests.support.shared import REPO, SHARED, SWAP_NOW, shared_file
 
 #: Fixtures from tests/support: ``postgres_url`` and ``postgres_db`` (a throwaway PostgreSQL).
 pytest_plugins = ["tests.support.postgres"]
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-
-#: A fixed end of the Swap data set's history, so that data and assertions are reproducible.
-SWAP_NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
-
-
-def shared_file(name: str) -> Path:
-    """A file of ../shared (the Swap contract, Klaviyo's OpenAPI specs); fail clearly if absent."""
-    path = SHARED / name
-    if not path.exists():
-        pytest.fail(
-            f"{path} is missing: the tests read the shared reference material from ../shared "
-            "beside the repository (the Swap API contract and Klaviyo's OpenAPI specs)"
-        )
-    return path
+#: Kept importable from here for tests not yet moved to tests.support.shared.
+__all__ = ["REPO", "SHARED", "SWAP_NOW", "shared_file"]
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.support.shared import REPO
 
 TARGET = REPO / "target-klaviyo" / "target_klaviyo" / "schemas"
 MAPPER = REPO / "transforms" / "schemas"

@@ -12,7 +12,7 @@ from swap_transforms.mapper import SwapTransformsMapper
 from swap_webhooks.settings import Settings as WebhookSettings
 from tap_swapcommerce.tap import TapSwapCommerce
 from target_klaviyo.target import TargetKlaviyo
-from tests.conftest import REPO
+from tests.support.shared import REPO
 
 PROJECT = yaml.safe_load((REPO / "meltano.yml").read_text())
 PLUGINS = {

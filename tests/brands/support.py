@@ -26,7 +26,7 @@ import yaml
 
 from emulators.klaviyo import KlaviyoEmulator
 from emulators.swap import SwapEmulator, catalog_skus
-from tests.conftest import REPO
+from tests.support.shared import REPO
 
 SWAP_BRANDS = REPO / ".venv" / "bin" / "swap-brands"
 BASE_NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)

@@ -12,8 +12,8 @@ from swap_brands.config import BrandsFileError, load_brands
 from swap_brands.ledgers import ledger_url, summarize
 from swap_brands.runs import brand_env, run_command
 from target_klaviyo.ledger import Outcome
-from tests.conftest import REPO
 from tests.support.ledger import migrated_ledger
+from tests.support.shared import REPO
 
 GOOD = """\
 version: 1

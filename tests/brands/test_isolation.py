@@ -28,7 +28,7 @@ from tests.brands.support import (
     run_brand,
     sandboxes,
 )
-from tests.conftest import REPO
+from tests.support.shared import REPO
 from tests.webhooks.support import isolated_meltano
 
 pytestmark = [pytest.mark.meltano, pytest.mark.slow]

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.brands.support import brands_env, brands_file, outcome, run_brand, sandboxes
-from tests.conftest import REPO
+from tests.support.shared import REPO
 
 pytestmark = [pytest.mark.meltano, pytest.mark.slow]
 

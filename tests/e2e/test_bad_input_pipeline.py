@@ -27,8 +27,8 @@ import sqlalchemy as sa
 
 from emulators.klaviyo import KlaviyoEmulator
 from emulators.swap import RawJSON, SwapEmulator, catalog_skus
-from tests.conftest import REPO
 from tests.support.customer_data import leaks, personal_values
+from tests.support.shared import REPO
 from tests.webhooks.support import VENV_BIN, emulator_env, isolated_meltano
 
 pytestmark = [pytest.mark.meltano, pytest.mark.slow]

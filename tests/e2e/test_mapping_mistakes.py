@@ -26,7 +26,7 @@ import yaml
 
 from emulators.klaviyo import KlaviyoEmulator
 from emulators.swap import SwapEmulator, catalog_skus
-from tests.conftest import REPO
+from tests.support.shared import REPO
 from tests.webhooks.support import MELTANO, STATE_ID, emulator_env, isolated_meltano
 
 pytestmark = [pytest.mark.meltano, pytest.mark.slow]

@@ -22,7 +22,7 @@ import pytest
 
 from emulators.klaviyo import KlaviyoEmulator
 from emulators.swap import RawJSON, SwapEmulator, catalog_skus
-from tests.conftest import REPO
+from tests.support.shared import REPO
 from tests.webhooks.support import MELTANO, emulator_env, isolated_meltano
 
 pytestmark = [pytest.mark.meltano, pytest.mark.slow]

@@ -21,7 +21,7 @@ from swap_meltano.launcher import (
     system_database_uri,
 )
 from swap_meltano.project import CommandLine, MeltanoProject, pipeline_state_ids
-from tests.conftest import REPO
+from tests.support.shared import REPO
 
 LAUNCHER = REPO / ".venv" / "bin" / "swap-meltano"
 STATE_ID = "sandbox:tap-swapcommerce-to-target-klaviyo"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from tests.conftest import REPO
+from tests.support.shared import REPO
 
 if str(REPO / "orchestration") not in sys.path:
     sys.path.insert(0, str(REPO / "orchestration"))

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.brands.support import brands_env, brands_file, sandboxes
-from tests.conftest import REPO
+from tests.support.shared import REPO
 from tests.webhooks.support import isolated_meltano
 
 pytestmark = [pytest.mark.meltano, pytest.mark.slow]

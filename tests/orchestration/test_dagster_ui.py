@@ -14,7 +14,7 @@ from urllib.request import Request, urlopen
 
 import pytest
 
-from tests.conftest import REPO
+from tests.support.shared import REPO
 from tests.webhooks.support import wait_until
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from emulators.swap import SwapEmulator
-from tests.conftest import SWAP_NOW
+from tests.support.shared import SWAP_NOW
 
 TAP = [sys.executable, "-m", "tap_swapcommerce.tap"]
 

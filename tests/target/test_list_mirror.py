@@ -22,7 +22,7 @@ from emulators.swap import SwapEmulator, catalog_skus
 from swap_transforms.engine import MappingEngine
 from swap_transforms.source_check import load_sources
 from target_klaviyo.ledger import profile_hash
-from tests.conftest import SWAP_NOW
+from tests.support.shared import SWAP_NOW
 from tests.target.conftest import (
     KEY,
     Item,

@@ -15,7 +15,7 @@ import pytest
 from emulators.swap import SwapEmulator
 from swap_transforms.engine import MappingEngine
 from swap_transforms.source_check import load_sources
-from tests.conftest import REPO, SWAP_NOW
+from tests.support.shared import REPO, SWAP_NOW
 
 TRANSFORMS = REPO / "transforms"
 DEFAULT_MAPPING = TRANSFORMS / "swap_to_klaviyo.yml"

@@ -21,7 +21,7 @@ from swap_transforms.contract import Contract
 from swap_transforms.engine import MappingEngine
 from swap_transforms.errors import MappingFileError
 from swap_transforms.mapper import SwapTransformsMapper
-from tests.conftest import SWAP_NOW
+from tests.support.shared import SWAP_NOW
 from tests.transforms.conftest import (
     DEFAULT_MAPPING,
     TARGET_SCHEMAS,

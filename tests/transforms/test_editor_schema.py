@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from swap_transforms import editor_schema
-from tests.conftest import REPO
+from tests.support.shared import REPO
 from tests.transforms.conftest import DEFAULT_MAPPING, TRANSFORMS
 
 MODELINE = re.compile(r"^# yaml-language-server: \$schema=(\S+)$")

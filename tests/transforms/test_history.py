@@ -18,7 +18,7 @@ import pytest
 
 from emulators.swap import SwapEmulator
 from swap_transforms.history import main as history_main
-from tests.conftest import REPO, SWAP_NOW
+from tests.support.shared import REPO, SWAP_NOW
 from tests.transforms.conftest import TRANSFORMS
 from tests.webhooks.support import emulator_env, isolated_meltano
 

@@ -12,7 +12,7 @@ import pytest
 
 from swap_transforms.errors import MappingFileError
 from swap_transforms.overrides import check_effective, requested
-from tests.conftest import REPO
+from tests.support.shared import REPO
 
 MELTANO = Path(sys.executable).parent / "meltano"
 
