@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from emulators.klaviyo import KlaviyoEmulator
-from tests.target.conftest import (
+from tests.support.target import (
     JSONAPI,
     KEY,
     REVISION,

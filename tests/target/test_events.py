@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any
 
 from emulators.klaviyo.limits import MAX_PAYLOAD_BYTES
-from tests.target.conftest import (
+from tests.support.target import (
     EVENTS,
     EVENTS_PATH,
     event,

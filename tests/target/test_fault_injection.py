@@ -18,7 +18,7 @@ import pytest
 
 from emulators.klaviyo import KlaviyoEmulator
 from target_klaviyo.client import KlaviyoUnavailable
-from tests.target.conftest import (
+from tests.support.target import (
     EVENTS,
     VARIANTS,
     inventory_of,

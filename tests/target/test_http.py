@@ -9,7 +9,7 @@ from singer_sdk.exceptions import ConfigValidationError
 
 from target_klaviyo.client import KlaviyoAuthError
 from target_klaviyo.target import TargetKlaviyo
-from tests.target.conftest import (
+from tests.support.target import (
     JSONAPI,
     KEY,
     REVISION,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from emulators.klaviyo import KlaviyoEmulator
-from tests.target.conftest import (
+from tests.support.target import (
     EVENTS,
     VARIANTS,
     hours_ago,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from target_klaviyo.ledger import head_revision
-from tests.target.conftest import (
+from tests.support.target import (
     EVENTS,
     EXCEPTIONS,
     PROFILES,

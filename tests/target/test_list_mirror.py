@@ -23,7 +23,7 @@ from swap_transforms.engine import MappingEngine
 from swap_transforms.source_check import load_sources
 from target_klaviyo.ledger import profile_hash
 from tests.support.shared import SWAP_NOW
-from tests.target.conftest import (
+from tests.support.target import (
     KEY,
     Item,
     RecordingKlaviyo,

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import command
 
 from target_klaviyo.ledger import Ledger, alembic_config, profile_hash, profile_versions
-from tests.target.conftest import properties_of, run_target, singer, update
+from tests.support.target import properties_of, run_target, singer, update
 
 FROZEN = "frozen@example.com"
 NOW = datetime.now(timezone.utc)

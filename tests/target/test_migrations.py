@@ -36,7 +36,7 @@ from target_klaviyo.ledger import (
 )
 from tests.fixtures import ledger_0_1_0
 from tests.fixtures import make_ledger_0_1_0 as fixture
-from tests.target.conftest import (
+from tests.support.target import (
     RecordingKlaviyo,
     event,
     properties_of,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.target.conftest import (
+from tests.support.target import (
     EVENTS,
     PROFILES,
     VARIANTS,

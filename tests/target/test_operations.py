@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from target_klaviyo.cli import main as klaviyo_ops
-from tests.target.conftest import (
+from tests.support.target import (
     RecordingKlaviyo,
     event,
     exception,

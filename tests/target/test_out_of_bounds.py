@@ -21,7 +21,7 @@ from emulators.http import Request
 from target_klaviyo.bounds import MAX_FILTER_CHARS, url_chunks
 from target_klaviyo.ledger import Outcome
 from tests.support.ledger import migrated_ledger
-from tests.target.conftest import (
+from tests.support.target import (
     EVENTS,
     EXCEPTIONS,
     KEY,

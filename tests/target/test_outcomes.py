@@ -26,7 +26,7 @@ from target_klaviyo.outcomes import (
 )
 from target_klaviyo.runlog import PastRun, outcome_alert_due
 from target_klaviyo.target import TargetKlaviyo
-from tests.target.conftest import (
+from tests.support.target import (
     EVENTS,
     EXECUTABLE,
     KEY,

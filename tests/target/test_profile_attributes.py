@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.target.conftest import (
+from tests.support.target import (
     EVENTS,
     IMPORTS_PATH,
     PROFILES,

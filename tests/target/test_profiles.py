@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any
 
 from emulators.klaviyo import KlaviyoEmulator
-from tests.target.conftest import (
+from tests.support.target import (
     EVENTS_PATH,
     IMPORTS_PATH,
     PROFILES,

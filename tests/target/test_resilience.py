@@ -11,7 +11,7 @@ import pytest
 
 from emulators.klaviyo import KlaviyoEmulator
 from target_klaviyo.client import ENDPOINTS, KlaviyoUnavailable
-from tests.target.conftest import (
+from tests.support.target import (
     EVENTS,
     EVENTS_PATH,
     IMPORTS_PATH,

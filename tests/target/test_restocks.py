@@ -9,7 +9,7 @@ import pytest
 
 from emulators.klaviyo import KlaviyoEmulator
 from tests.support.ledger import migrated_ledger
-from tests.target.conftest import (
+from tests.support.target import (
     VARIANT_JOBS_PATH,
     VARIANTS,
     inventory_of,

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from target_klaviyo.cli import main as klaviyo_ops
 from target_klaviyo.target import TargetKlaviyo
 from target_klaviyo.terminal import EscapeControls, escape_controls
-from tests.target.conftest import (
+from tests.support.target import (
     EVENTS,
     EVENTS_PATH,
     RecordingKlaviyo,

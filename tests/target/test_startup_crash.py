@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures import make_ledger_0_1_0 as fixture
-from tests.target.conftest import event, run_cli, singer
+from tests.support.target import event, run_cli, singer
 from tests.target.test_operations import Hook
 
 pytestmark = pytest.mark.slow  # the target's executable (a few seconds)

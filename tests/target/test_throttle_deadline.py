@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from target_klaviyo.client import ThrottleBudget, _retry_after
-from tests.target.conftest import (
+from tests.support.target import (
     EVENTS,
     RecordingKlaviyo,
     event,

@@ -21,8 +21,7 @@ from swap_transforms.contract import Contract
 from swap_transforms.engine import MappingEngine
 from swap_transforms.errors import MappingFileError
 from swap_transforms.mapper import SwapTransformsMapper
-from tests.support.shared import SWAP_NOW
-from tests.transforms.conftest import (
+from tests.support.mapping import (
     DEFAULT_MAPPING,
     TARGET_SCHEMAS,
     TRANSFORMS,
@@ -31,6 +30,7 @@ from tests.transforms.conftest import (
     as_sdk_record,
     with_items,
 )
+from tests.support.shared import SWAP_NOW
 
 
 def target_validators() -> dict[str, Any]:

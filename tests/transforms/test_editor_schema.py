@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from swap_transforms import editor_schema
+from tests.support.mapping import DEFAULT_MAPPING, TRANSFORMS
 from tests.support.shared import REPO
-from tests.transforms.conftest import DEFAULT_MAPPING, TRANSFORMS
 
 MODELINE = re.compile(r"^# yaml-language-server: \$schema=(\S+)$")
 

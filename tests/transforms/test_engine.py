@@ -13,7 +13,7 @@ import pytest
 from swap_transforms.engine import MappingEngine, mask
 from swap_transforms.errors import MappingFileError
 from swap_transforms.helpers import stable_hash
-from tests.transforms.conftest import FIXED_NOW, MappingWriter, a_return, as_sdk_record, clock
+from tests.support.mapping import FIXED_NOW, MappingWriter, a_return, as_sdk_record, clock
 
 EngineFor = Callable[[str], MappingEngine]
 

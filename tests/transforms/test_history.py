@@ -18,8 +18,8 @@ import pytest
 
 from emulators.swap import SwapEmulator
 from swap_transforms.history import main as history_main
+from tests.support.mapping import TRANSFORMS
 from tests.support.shared import REPO, SWAP_NOW
-from tests.transforms.conftest import TRANSFORMS
 from tests.webhooks.support import emulator_env, isolated_meltano
 
 BIN = Path(sys.executable).parent

@@ -19,7 +19,7 @@ import pytest
 
 from swap_transforms.errors import MappingFileError
 from swap_transforms.mapper import SwapTransformsMapper
-from tests.transforms.conftest import DEFAULT_MAPPING, MappingWriter, a_return
+from tests.support.mapping import DEFAULT_MAPPING, MappingWriter, a_return
 from tests.transforms.test_mapper import lines, record, schema, state
 
 

@@ -22,7 +22,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from swap_transforms.mapper import PrivateMsgSpecReader, SwapTransformsMapper
-from tests.transforms.conftest import DEFAULT_MAPPING, TRANSFORMS, a_return
+from tests.support.mapping import DEFAULT_MAPPING, TRANSFORMS, a_return
 
 SWAP_TRANSFORMS = Path(sys.executable).parent / "swap-transforms"
 

@@ -21,8 +21,8 @@ import yaml
 from swap_transforms import mapping_tests
 from swap_transforms.engine import MappingEngine
 from swap_transforms.mapping_tests import map_by_rule
+from tests.support.mapping import DEFAULT_MAPPING, TRANSFORMS, a_return, with_items
 from tests.support.shared import REPO
-from tests.transforms.conftest import DEFAULT_MAPPING, TRANSFORMS, a_return, with_items
 
 BIN = Path(sys.executable).parent
 DEFAULT_TESTS = TRANSFORMS / "swap_to_klaviyo.tests.yml"

@@ -15,8 +15,8 @@ from singer_sdk.contrib.msgspec import encoder
 from emulators.swap import SwapEmulator
 from swap_transforms.engine import MappingEngine
 from swap_transforms.preview import main as preview_main
+from tests.support.mapping import DEFAULT_MAPPING, MappingWriter, a_return, with_items
 from tests.support.shared import SWAP_NOW
-from tests.transforms.conftest import DEFAULT_MAPPING, MappingWriter, a_return, with_items
 
 BIN = Path(sys.executable).parent
 PREVIEW = BIN / "swap-transforms-preview"

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from singer_sdk.contrib.msgspec import encoder
 
-from tests.transforms.conftest import DEFAULT_MAPPING, a_return
+from tests.support.mapping import DEFAULT_MAPPING, a_return
 from tests.transforms.test_holding import bookmark, exceptions, run, started, states
 from tests.transforms.test_mapper import SWAP_TRANSFORMS, lines, record, schema
 

@@ -20,7 +20,7 @@ from swap_transforms.engine import MappingEngine
 from swap_transforms.errors import MappingFileError
 from swap_transforms.mapper import SwapTransformsMapper
 from swap_transforms.source_check import DEFAULT_SOURCES, load_sources
-from tests.transforms.conftest import DEFAULT_MAPPING, MappingWriter, a_return, clock
+from tests.support.mapping import DEFAULT_MAPPING, MappingWriter, a_return, clock
 from tests.transforms.test_holding import started
 from tests.transforms.test_mapper import lines, record, schema
 

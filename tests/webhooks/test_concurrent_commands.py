@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from swap_meltano.claim import lock_name
-from tests.webhooks.conftest import Pipeline
+from tests.support.pipeline import Pipeline
 from tests.webhooks.support import ROOT, STATE_ID, VENV_BIN, meltano_jobs
 
 # About 15 s a round on 2 idle cores (5 min in all); far longer on a loaded machine.

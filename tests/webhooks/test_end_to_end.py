@@ -13,7 +13,7 @@ import pytest
 
 from emulators.klaviyo import KlaviyoEmulator
 from swap_webhooks import webhook_latencies
-from tests.webhooks.conftest import Pipeline
+from tests.support.pipeline import Pipeline
 from tests.webhooks.support import (
     ROOT,
     SECRET,

@@ -17,7 +17,7 @@ import pytest
 
 from emulators.swap import LIST_PATH
 from swap_webhooks.store import DeliveryStore
-from tests.webhooks.conftest import Pipeline
+from tests.support.pipeline import Pipeline
 from tests.webhooks.support import (
     MELTANO,
     ROOT,
