@@ -44,7 +44,10 @@ for version in ${PLUGIN_PYTHONS:-3.11 3.12}; do
         "$venv/bin/python" -m pip install --quiet -c constraints.txt \
             "$name[test] @ git+file://$PWD#subdirectory=$folder" \
             2> >(grep -v "is ignored: it is neither" >&2)
-        # pytest (not python -m pytest): the installed package is tested, not the folder's source.
-        (cd "$folder" && "$venv/bin/pytest" -q -p no:cacheprovider)
+        # Its tests as committed (what was installed), from a copy of the folder; pytest (not
+        # python -m pytest), so that the installed package is tested, not the folder's source.
+        rm -rf "$work/src" && mkdir "$work/src"
+        git archive HEAD "$folder" | tar -x -C "$work/src"
+        (cd "$work/src/$folder" && "$venv/bin/pytest" -q -p no:cacheprovider)
     done
 done
