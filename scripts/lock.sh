@@ -9,6 +9,7 @@ trap 'rm -rf "$venv"' EXIT
 "$venv/bin/python" -m pip install --quiet --upgrade "pip>=25.1" 2> >(grep -v "is ignored: it is neither" >&2)
 "$venv/bin/python" -m pip install --quiet -e '.[dev]' -e ./emulators -e ./tap-swapcommerce[test] \
     -e ./transforms[test] -e './target-klaviyo[report,postgres,test]' -e ./swap-webhooks[test] \
+    -e ./swap-health \
     2> >(grep -v "is ignored: it is neither" >&2)
 {
     sed -n '1,3p' constraints.txt
