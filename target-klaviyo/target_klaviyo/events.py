@@ -188,7 +188,7 @@ class EventSender:
         if mode == "off" or not records:
             return records
         emails = {str(r["profile"].get("email") or "").strip().lower() for r in records}
-        flags = ProfileCheck(self.delivery).classify(e for e in emails if e)
+        flags = ProfileCheck(self.delivery.client).classify(e for e in emails if e)
         keep, held = [], []
         for record in records:
             flag = flags.get(str(record["profile"].get("email") or "").strip().lower())

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from target_klaviyo.bounds import OUT_OF_BOUNDS, url_chunks
 
 if TYPE_CHECKING:
-    from target_klaviyo.delivery import Delivery
+    from target_klaviyo.client import KlaviyoClient
 
 NEW_PROFILE = "new_profile"
 SUPPRESSED_PROFILE = "suppressed_profile"
@@ -34,8 +34,9 @@ LOOKUP_SIZE = 100
 class ProfileCheck:
     """Classifies emails against the profiles Klaviyo already has."""
 
-    def __init__(self, delivery: Delivery) -> None:
-        self.delivery = delivery
+    def __init__(self, client: KlaviyoClient) -> None:
+        # Only Klaviyo's profiles are read: the client, not the run's whole delivery.
+        self.client = client
 
     def classify(self, emails: Iterable[str]) -> dict[str, str]:
         """``new_profile``, ``suppressed_profile`` or ``out_of_bounds`` per email (lower-cased)."""
@@ -65,5 +66,5 @@ class ProfileCheck:
             "additional-fields[profile]": "subscriptions",
             "page[size]": str(LOOKUP_SIZE),
         }
-        for page in self.delivery.client.pages("profiles", params, what="look profiles up"):
+        for page in self.client.pages("profiles", params, what="look profiles up"):
             yield from page.get("data") or []
