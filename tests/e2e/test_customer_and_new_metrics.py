@@ -198,6 +198,43 @@ def test_a_new_customer_gets_name_phone_and_location_and_older_returns_never_ove
     assert after["location"]["city"] == "Newcastle"
 
 
+def test_an_unknown_profile_field_is_set_aside_with_its_name(world: World) -> None:
+    """What another source (or a hand-written mapping) sends reaches the target as Meltano runs it.
+
+    The mapper refuses such a field when the mapping loads, so it is fed to the loader directly:
+    ``swap-meltano invoke target-klaviyo`` with the project's settings, against the emulator.
+    """
+    schema = {"type": "object", "properties": {}}
+    records = [
+        {"update_id": "u-typo", "email": "ana.issue12@example.com", "as_of": "2026-03-01T09:00:00Z",
+         "frist_name": "Ana"},
+        {"update_id": "u-ok", "email": "bob.issue12@example.com", "as_of": "2026-03-01T09:00:00Z",
+         "first_name": "Bob"},
+    ]  # fmt: skip
+    lines = [{"type": "SCHEMA", "stream": "klaviyo_profile_updates", "schema": schema,
+              "key_properties": ["update_id"]}]  # fmt: skip
+    lines += [{"type": "RECORD", "stream": "klaviyo_profile_updates", "record": r} for r in records]
+    result = subprocess.run(
+        [str(VENV_BIN / "swap-meltano"), "invoke", "target-klaviyo"],
+        cwd=REPO, env=world.env, capture_output=True, text=True, timeout=600, check=False,
+        input="".join(json.dumps(line) + "\n" for line in lines),
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    world.logs.append(output)
+    # One record of two set aside: over the project's max_set_aside_ratio (0.25), as documented.
+    assert OUTCOME.findall(output)[-1:] == ["set_aside_over_threshold"], output[-3000:]
+    [(outcome, detail)] = world.ledger(
+        "SELECT outcome, detail FROM deliveries WHERE record_key = 'u-typo'"
+    )
+    assert outcome == "invalid_record"
+    assert detail == "record: unknown field 'frist_name' (not in the contract)"
+    assert "unknown field 'frist_name'" in output  # the log names it too, never the value
+    assert world.klaviyo.profile("ana.issue12@example.com") is None
+    bob = world.klaviyo.profile("bob.issue12@example.com")
+    assert bob is not None
+    assert bob["first_name"] == "Bob"
+
+
 def release_before(tmp: Path) -> Path:
     """The default mapping as the release before this one had it: without the new rules, the
     customer block and swap_last_return_outcome (paths made absolute, written under ``tmp``)."""
