@@ -28,6 +28,7 @@ from target_klaviyo.ledger import (
     profile_hash,
 )
 from target_klaviyo.profiles import (
+    ATTRIBUTE_FIELDS,
     IDENTITY_FIELDS,
     MergedUpdate,
     apply_ordering,
@@ -382,6 +383,10 @@ def _split(group: ProfileGroup, limit: int) -> Iterator[ProfileGroup]:
 _UPDATE_POINTERS = (
     ["attributes", "profile", "data", "attributes", "properties"],
     ["attributes", "profile", "data", "meta"],
+    *(
+        ["attributes", "profile", "data", "attributes", name]
+        for name in (*ATTRIBUTE_FIELDS, "location")
+    ),
 )
 
 
