@@ -648,7 +648,7 @@ def test_a_phone_another_profile_holds_is_a_duplicate_profile_conflict(client, k
     """As Klaviyo: an email names one profile and the phone another; neither is merged."""
     klaviyo.add_profile(email="owner@example.com", phone_number="+447400123456")
     klaviyo.add_profile(email="ana@example.com")
-    conflicting = {"phone_number": "+447400123456", "first_name": "Ana"}
+    conflicting: dict[str, Any] = {"phone_number": "+447400123456", "first_name": "Ana"}
     response = client.post(EVENTS, json=events_body(entry("ana@example.com", **conflicting)))
     assert response.status_code == 409
     [error] = response.json()["errors"]
