@@ -6,6 +6,8 @@ Installed beside target-klaviyo (meltano.yml's ``target-klaviyo`` pip_url), so t
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -46,8 +48,9 @@ def main(context: click.Context, config_source: str) -> None:
 @click.pass_obj
 def summary(config: dict[str, Any], webhooks_db: Path, since: datetime | None) -> None:
     """Print what reached Klaviyo, what was set aside and why, and the webhook latency."""
-    data = load_report_data(config["ledger_url"], since=since)
-    data.triggers = _latency(config, webhooks_db, since)
+    with _usage_errors():
+        data = load_report_data(config["ledger_url"], since=since)
+        data.triggers = _latency(config, webhooks_db, since)
     click.echo(terminal_summary(data))
 
 
@@ -60,15 +63,22 @@ def summary(config: dict[str, Any], webhooks_db: Path, since: datetime | None) -
 @click.pass_obj
 def report(config: dict[str, Any], output: Path, webhooks_db: Path, since: datetime | None) -> None:
     """Write the integration health report (one offline HTML page) and print its summary."""
-    triggers = _latency(config, webhooks_db, since)
-    data = build_report(config["ledger_url"], output, since=since, triggers=triggers)
+    with _usage_errors():
+        triggers = _latency(config, webhooks_db, since)
+        data = build_report(config["ledger_url"], output, since=since, triggers=triggers)
     click.echo(terminal_summary(data))
     click.echo(escape_controls(f"Report written to {output}"))
 
 
-def _latency(config: dict[str, Any], webhooks_db: Path, since: datetime | None) -> TriggerLatency:
-    """The webhook latency; a file that is not the receiver's state db is a usage error."""
+@contextlib.contextmanager
+def _usage_errors() -> Iterator[None]:
+    """No ledger yet, or a file that is not the receiver's state db: one line, no traceback."""
     try:
-        return webhook_latency(config["ledger_url"], webhooks_db, since)
-    except WebhooksDbError as exc:
+        yield
+    except (FileNotFoundError, WebhooksDbError) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _latency(config: dict[str, Any], webhooks_db: Path, since: datetime | None) -> TriggerLatency:
+    """The latency from each of the receiver's deliveries to Klaviyo's acceptance."""
+    return webhook_latency(config["ledger_url"], webhooks_db, since)
