@@ -157,7 +157,9 @@ def test_a_new_customer_gets_name_phone_and_location_and_older_returns_never_ove
         shipping_address=taken, billing_address=taken,
     )  # fmt: skip
 
-    world.run()
+    output = world.run()
+    assert re.search(r"left out  phone_invalid +1\n", output)
+    assert re.search(r"left out  phone_in_use +1\n", output)
     profile = world.klaviyo.profile("zoe.aberg.issue12@example.com")
     assert profile is not None
     assert (profile["first_name"], profile["last_name"]) == ("Zoë", "Åberg")
