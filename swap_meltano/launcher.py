@@ -16,6 +16,7 @@ by the next launcher once nobody holds its lock).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import fcntl
 import os
 import secrets
@@ -56,20 +57,20 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     command = CommandLine.parse(args)
-    meltano = find_meltano()
+    meltano = meltano_argv()
     if meltano is None:
         _say("cannot find the meltano executable")
         return LAUNCHER_ERROR_EXIT
     project = _find_project(command, os.environ)
     if project is None:  # meltano init, --version, --help: nothing to keep apart
-        return run_child([meltano, *args], dict(os.environ), [])
+        return run_child([*meltano, *args], dict(os.environ), [])
     base = Path(os.environ.get(BASE_SYS_DIR_ENV) or sys_dir_default(project, os.environ))
     database_uri = system_database_uri(project, os.environ, base)
     state_ids = pipeline_state_ids(project, command, os.environ)
     try:
         with claimed(state_ids, database_uri) as claim_fds, command_sys_dir(base) as (sys_dir, fd):
             env = command_env(os.environ, base=base, sys_dir=sys_dir, database_uri=database_uri)
-            return run_child([meltano, *args], env, [*claim_fds, fd])
+            return run_child([*meltano, *args], env, [*claim_fds, fd])
     except AlreadyRunningError as refused:
         _say(f"{refused}; this run starts nothing")
         sys.stdout.write("run outcome: already_running\n")
@@ -83,6 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _say(message: str) -> None:
     sys.stderr.write(f"swap-meltano: {message}\n")
     sys.stderr.flush()
+
+
+def meltano_argv() -> list[str] | None:
+    """How to start Meltano: through ``meltano_main`` (decimals fixed) when it imports here."""
+    if importlib.util.find_spec("meltano") is not None:
+        return [sys.executable, "-m", "swap_meltano.meltano_main"]
+    found = find_meltano()
+    return None if found is None else [found]
 
 
 def find_meltano() -> str | None:
