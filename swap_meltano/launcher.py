@@ -16,8 +16,8 @@ by the next launcher once nobody holds its lock).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import fcntl
+import importlib.util
 import os
 import secrets
 import shutil

@@ -14,6 +14,7 @@ from decimal import Decimal
 
 from meltano.core.setting_definition import json_dumps
 
+from swap_meltano.launcher import meltano_argv
 from tests.support.shared import REPO
 
 LAUNCHER = REPO / ".venv" / "bin" / "swap-meltano"
@@ -50,6 +51,4 @@ def test_a_decimal_setting_from_a_variable_reaches_the_plugin_through_the_launch
 
 
 def test_the_launcher_starts_meltano_through_the_shim():
-    from swap_meltano.launcher import meltano_argv
-
     assert meltano_argv() == [sys.executable, "-m", "swap_meltano.meltano_main"]
