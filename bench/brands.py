@@ -27,8 +27,10 @@ import resource
 import shutil
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -43,6 +45,25 @@ from emulators.swap import SwapEmulator, catalog_skus
 
 SWAP_BRANDS = REPO / ".venv" / "bin" / "swap-brands"
 CYCLE_SECONDS = 300.0
+
+
+@contextlib.contextmanager
+def postgres_cluster(wanted: bool) -> Iterator[str | None]:
+    """A throwaway PostgreSQL (tests/support/postgres.py's cluster), or None."""
+    if not wanted:
+        yield None
+        return
+    from harness.postgres import Cluster, server_binaries  # noqa: PLC0415
+
+    binaries = server_binaries()
+    if binaries is None:
+        raise SystemExit("PostgreSQL is not installed (apt-get install -y postgresql)")
+    cluster = Cluster(binaries)
+    cluster.start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
 
 
 @contextlib.contextmanager
@@ -70,7 +91,7 @@ def brand_emulators(count: int, returns: int) -> Iterator[list[dict[str, Any]]]:
         yield brands
 
 
-def brands_file(work: Path, brands: list[dict[str, Any]]) -> Path:
+def brands_file(work: Path, brands: list[dict[str, Any]], postgres: bool) -> Path:
     entries = [
         {
             "name": b["name"],
@@ -81,15 +102,21 @@ def brands_file(work: Path, brands: list[dict[str, Any]]) -> Path:
         }
         for b in brands
     ]
-    ledger = {"kind": "sqlite", "folder": str(work / "ledgers")}
+    ledger: dict[str, str] = {"kind": "sqlite", "folder": str(work / "ledgers")}
+    if postgres:
+        ledger = {"kind": "postgres", "url_env": "SWAP_LEDGER_DATABASE_URL"}
     data = {"version": 1, "defaults": {"environment": "sandbox", "ledger": ledger}}
     path = work / "brands.yml"
     path.write_text(yaml.safe_dump({**data, "brands": entries}, sort_keys=False))
     return path
 
 
-def meltano_env(work: Path, brands: list[dict[str, Any]]) -> dict[str, str]:
-    """A system dir of the benchmark's own (plugins linked, job rows and state empty)."""
+def meltano_env(work: Path, brands: list[dict[str, Any]], postgres: str | None) -> dict[str, str]:
+    """A system dir of the benchmark's own (plugins linked, job rows and state empty).
+
+    With ``postgres`` (a SQLAlchemy URL), Meltano's system database and state are there, as in
+    the agency set-up; SQLite otherwise.
+    """
     sys_dir = work / "meltano-sys"
     sys_dir.mkdir()
     for kind in ("extractors", "loaders", "mappers", "utilities"):
@@ -100,6 +127,16 @@ def meltano_env(work: Path, brands: list[dict[str, Any]]) -> dict[str, str]:
         db.execute("DELETE FROM state")
         db.commit()
     env = {**os.environ, "MELTANO_SYS_DIR_ROOT": str(sys_dir)}
+    if postgres:
+        env["MELTANO_DATABASE_URI"] = postgres
+        env["SWAP_LEDGER_DATABASE_URL"] = postgres
+        subprocess.run(
+            [str(REPO / ".venv/bin/meltano"), "upgrade", "database"],
+            env=env,
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
     for b in brands:
         env[f"{b['name'].upper()}_SWAP_KEY"] = b["swap"].api_key
         env[f"{b['name'].upper()}_KLAVIYO_KEY"] = f"pk_{b['name']}"
@@ -116,8 +153,11 @@ def run_one(name: str, file: Path, env: dict[str, str]) -> tuple[str, float, str
         timeout=1800,
         check=False,
     )
-    lines = [x for x in (done.stdout + done.stderr).splitlines() if "run outcome: " in x]
+    output = done.stdout + done.stderr
+    lines = [x for x in output.splitlines() if "run outcome: " in x]
     outcome = lines[-1].split("run outcome: ")[1].strip() if lines else "none"
+    if outcome not in ("succeeded", "set_aside_over_threshold"):
+        sys.stderr.write(f"== {name}: {outcome}\n{output[-2500:]}\n")
     return name, time.monotonic() - started, outcome
 
 
@@ -129,7 +169,7 @@ def cycle(names: list[str], file: Path, env: dict[str, str], concurrency: int) -
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    outcomes = sorted({outcome for _n, _w, outcome in runs})
+    outcomes = dict(Counter(outcome for _n, _w, outcome in runs))
     return {
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
@@ -158,15 +198,21 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--idle-cycles", type=int, default=2)
     parser.add_argument("--headroom", type=float, default=0.7, help="share of CPU to plan for")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="system db, state and ledgers in a throwaway cluster",
+    )
     args = parser.parse_args()
     uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
     with (
         tempfile.TemporaryDirectory(prefix="bench-brands-") as tmp,
         brand_emulators(args.brands, args.returns) as brands,
+        postgres_cluster(args.postgres) as postgres,
     ):
         work = Path(tmp)
-        file = brands_file(work, brands)
-        env = meltano_env(work, brands)
+        file = brands_file(work, brands, postgres is not None)
+        env = meltano_env(work, brands, postgres)
         names = [b["name"] for b in brands]
         first = cycle(names, file, env, args.concurrency)
         idle = [cycle(names, file, env, args.concurrency) for _ in range(args.idle_cycles)]
@@ -176,6 +222,7 @@ def main() -> None:
         "brands": args.brands,
         "returns_per_brand": args.returns,
         "concurrency": args.concurrency,
+        "system_db_and_ledgers": "postgresql" if args.postgres else "sqlite",
         "first_cycle": first,
         "idle_cycles": idle,
         "klaviyo_events": events,
