@@ -203,6 +203,7 @@ def test_second_run_emits_only_the_lookback_overlap_then_changes(swap: SwapEmula
     assert set(changed) <= emitted
 
 
+@pytest.mark.slow  # waits on Retry-After, timeouts or back-off: seconds each
 def test_429_and_5xx_are_retried_honouring_retry_after(swap: SwapEmulator) -> None:
     swap.faults.add(kind="status", status=429, retry_after=1, count=2)
     swap.faults.add(kind="status", status=503, count=1)
@@ -213,6 +214,7 @@ def test_429_and_5xx_are_retried_honouring_retry_after(swap: SwapEmulator) -> No
     assert swap.status_counts[503] == 1
 
 
+@pytest.mark.slow  # waits on Retry-After, timeouts or back-off: seconds each
 def test_rate_limited_emulator_is_paced_by_retry_after() -> None:
     with SwapEmulator(
         returns=300,

@@ -180,6 +180,7 @@ def test_a_clean_run_posts_nothing(
     assert hook.posts == []
 
 
+@pytest.mark.slow  # waits on Retry-After, timeouts or back-off: seconds each
 def test_a_failed_run_alerts_with_its_error(
     klaviyo: RecordingKlaviyo, config: dict[str, Any], hook: Hook, tmp_path: Path
 ) -> None:

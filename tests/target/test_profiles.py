@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from emulators.klaviyo import KlaviyoEmulator
 from tests.support.target import (
     EVENTS_PATH,
@@ -197,6 +199,7 @@ def test_import_jobs_are_polled_and_failed_profiles_set_aside_with_klaviyos_reas
     ]
 
 
+@pytest.mark.slow  # waits on Retry-After, timeouts or back-off: seconds each
 def test_at_most_one_import_job_per_profile_in_flight(klaviyo, config):
     # Small jobs, small batches, and the same customers again and again over several runs.
     settings = {**config, "profiles_per_job": 3, "batch_size_rows": 7}
