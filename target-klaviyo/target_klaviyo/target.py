@@ -519,16 +519,25 @@ class TargetKlaviyo(Target):
         )
 
     def over_threshold(self) -> str | None:
-        """Why the run must exit non-zero for its set-aside records, if it must."""
+        """Why the run must exit non-zero for its set-aside records, if it must.
+
+        Only records newly set aside count: the tap's lookback re-reads recent returns, and a
+        return set aside by an earlier run (a missing e-mail) met again is neither news nor
+        delivered work, so it counts on neither side of the ratio. Otherwise a brand whose few
+        recent returns include one without an e-mail fails every idle run.
+        """
         summary = self.delivery.summary
-        set_aside, total = summary.total_set_aside, summary.total
+        set_aside = summary.total_set_aside
+        if not self.ledger.read_only:  # a dry run records nothing to compare with
+            set_aside = sum(self.ledger.new_set_aside().values())
+        total = summary.total - (summary.total_set_aside - set_aside)
         limit = self.config.get("max_set_aside")
         if limit is not None and set_aside > int(limit):
-            return f"{set_aside} records set aside, more than max_set_aside={limit}"
+            return f"{set_aside} records newly set aside, more than max_set_aside={limit}"
         ratio = self.config.get("max_set_aside_ratio")
         if ratio is not None and total and set_aside / total > float(ratio):
             return (
-                f"{set_aside} of {total} records set aside ({set_aside / total:.1%}), "
+                f"{set_aside} of {total} records newly set aside ({set_aside / total:.1%}), "
                 f"more than max_set_aside_ratio={ratio}"
             )
         return None

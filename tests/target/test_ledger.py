@@ -337,3 +337,30 @@ def test_too_many_set_aside_records_exit_3_after_recording_everything(
         [line] = [line for line in result.stderr.splitlines() if "Failing the run" in line]
         assert "3 " in line
         assert "max_set_aside" in line
+
+
+def test_records_set_aside_by_an_earlier_run_met_again_do_not_fail_the_run(
+    tmp_path, ledger_path, executable
+):
+    """The lookback re-reads a return without a usable e-mail: only a new one counts."""
+    with RecordingKlaviyo(api_key="pk_t", rate_limits=False, job_delay=0.02) as klaviyo:
+        config = {
+            "api_key": "pk_t",
+            "api_url": klaviyo.url,
+            "ledger_url": f"sqlite:///{ledger_path}",
+            "max_set_aside_ratio": 0.25,
+        }
+        first = [event(f"e-{i}", f"c{i}@example.com") for i in range(9)]
+        first.append(event("bad-0", "bad0@"))
+        assert run_cli(config, singer(first), tmp_path).returncode == 0
+        # The next run meets the bad record again beside one good one: 1 of 2 (50%) is over the
+        # ratio, but it is not news.
+        again = [event("bad-0", "bad0@"), event("e-new", "new@example.com")]
+        result = run_cli(config, singer(again), tmp_path)
+        assert result.returncode == 0, result.stderr
+        # A new bad record among them is.
+        worse = [*again, event("bad-1", "bad1@")]
+        result = run_cli(config, singer(worse), tmp_path)
+    assert result.returncode == 3
+    [line] = [line for line in result.stderr.splitlines() if "Failing the run" in line]
+    assert "1 of 2 records newly set aside" in line
