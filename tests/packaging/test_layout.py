@@ -30,7 +30,7 @@ def test_nothing_in_bench_imports_the_tests() -> None:
 
 def test_conftests_define_no_helpers() -> None:
     """Shared helpers live in tests/support modules; a conftest defines fixtures and hooks only."""
-    helpers = {}
+    helpers: dict[str, list[str]] = {}
     for path in sorted((REPO / "tests").rglob("conftest.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in tree.body:
