@@ -1,20 +1,21 @@
-"""The real ``target-klaviyo`` killed mid-run (SIGKILL), then rerun on the same input."""
+"""The real ``target-klaviyo`` killed mid-run (SIGKILL), then rerun on the same input; on a SQLite
+and on a PostgreSQL ledger."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from emulators.klaviyo import KlaviyoEmulator
 from tests.support.target import (
@@ -71,15 +72,32 @@ def build_input() -> tuple[str, dict[str, int]]:
     return singer([*records, state({"bookmark": "end"})]), inventory
 
 
-def count(path: Path, sql: str) -> int:
-    """A count from the ledger while the target writes it (a reader; the file may not exist)."""
-    if not path.exists():
-        return 0
+def count(reader: sa.Engine, sql: str) -> int:
+    """A count from the ledger while the target writes it (a reader; it may not exist yet)."""
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-            return int(conn.execute(sql).fetchone()[0])
-    except sqlite3.OperationalError:  # tables not created yet, or locked for a moment
-        return 0
+        with reader.connect() as conn:
+            return int(conn.execute(sa.text(sql)).scalar_one())
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+        return 0  # no file or tables yet, or locked for a moment
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, sa.Engine]]:
+    """The ledger's URL (a SQLite file or a throwaway PostgreSQL database) and a reader of it.
+
+    The SQLite reader opens the file read-only, so that polling never creates it before the target.
+    """
+    if request.param == "sqlite":
+        path = tmp_path / "ledger.sqlite"
+        url = f"sqlite:///{path}"
+        reader = sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", poolclass=sa.NullPool)
+    else:
+        url = str(request.getfixturevalue("postgres_db"))
+        reader = sa.create_engine(url)
+    try:
+        yield url, reader
+    finally:
+        reader.dispose()
 
 
 @pytest.mark.slow
@@ -93,11 +111,13 @@ def count(path: Path, sql: str) -> int:
     ],
     ids=["before-job-id", "waiting-for-job"],
 )
-def test_killed_mid_run_then_rerun_delivers_everything_once(tmp_path, executable, in_flight):
+def test_killed_mid_run_then_rerun_delivers_everything_once(
+    tmp_path, executable, in_flight, ledger
+):
+    ledger_url, reader = ledger
     text, expected_inventory = build_input()
     input_file = tmp_path / "input.jsonl"
     input_file.write_text(text)
-    ledger_path = tmp_path / "ledger.sqlite"
     with KlaviyoEmulator(
         api_key="pk_kill",
         rate_limits=True,
@@ -109,7 +129,7 @@ def test_killed_mid_run_then_rerun_delivers_everything_once(tmp_path, executable
         config = {
             "api_key": "pk_kill",
             "api_url": klaviyo.url,
-            "ledger_url": f"sqlite:///{ledger_path}",
+            "ledger_url": ledger_url,
             "events_per_request": 200,
             "batch_size_rows": 2_000,
             "rate_limits": scaled_limits(TIME_SCALE),
@@ -131,9 +151,9 @@ def test_killed_mid_run_then_rerun_delivers_everything_once(tmp_path, executable
                 deadline = time.monotonic() + 120
                 while time.monotonic() < deadline and process.poll() is None:
                     accepted = count(
-                        ledger_path, "SELECT count(*) FROM deliveries WHERE outcome='accepted'"
+                        reader, "SELECT count(*) FROM deliveries WHERE outcome='accepted'"
                     )
-                    pending = count(ledger_path, f"SELECT count(*) FROM restocks WHERE {in_flight}")
+                    pending = count(reader, f"SELECT count(*) FROM restocks WHERE {in_flight}")
                     if accepted >= 2_000 and pending:
                         break
                     time.sleep(0.005)
@@ -148,7 +168,7 @@ def test_killed_mid_run_then_rerun_delivers_everything_once(tmp_path, executable
         assert stdout == "", "killed before the end: no STATE"
         events_before = klaviyo.stats()["events"]
         assert 0 < events_before < EVENT_COUNT
-        in_flight_at_kill = count(ledger_path, f"SELECT count(*) FROM restocks WHERE {in_flight}")
+        in_flight_at_kill = count(reader, f"SELECT count(*) FROM restocks WHERE {in_flight}")
         assert in_flight_at_kill, "the kill left restocks in flight, as intended"
 
         # Meltano saw no new state: it runs the same input again.
@@ -164,12 +184,14 @@ def test_killed_mid_run_then_rerun_delivers_everything_once(tmp_path, executable
     assert held_count.most_common(1)[0][1] == 1
     assert stats["events"] == EVENT_COUNT
     assert inventory == expected_inventory, "every restock applied exactly once"
-    statuses = Counter(r["status"] for r in ledger_rows(ledger_path, "restocks"))
+    statuses = Counter(r["status"] for r in ledger_rows(ledger_url, "restocks"))
     assert statuses == {"applied": RESTOCKS}
     accepted_rows = Counter(
-        r["record_key"] for r in ledger_rows(ledger_path, stream=EVENTS, outcome="accepted")
+        r["record_key"] for r in ledger_rows(ledger_url, stream=EVENTS, outcome="accepted")
     )
     assert len(accepted_rows) == EVENT_COUNT
     assert accepted_rows.most_common(1)[0][1] == 1
-    runs = [r["status"] for r in ledger_rows(ledger_path, "runs")]
+    runs = [
+        r["status"] for r in sorted(ledger_rows(ledger_url, "runs"), key=lambda r: r["started_at"])
+    ]
     assert runs == ["interrupted", "succeeded"], "the killed run is marked by the next one"

@@ -1,15 +1,15 @@
 """The whole path: a return created in Swap, its webhook, the receiver's real ``meltano run``, and
-Klaviyo holding the return's event and the customer's suppression property."""
+Klaviyo holding the return's event and the customer's suppression property; on a SQLite and on a
+PostgreSQL ledger."""
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from emulators.klaviyo import KlaviyoEmulator
 from swap_webhooks import webhook_latencies
@@ -33,18 +33,34 @@ def open_returns(klaviyo: KlaviyoEmulator) -> list[Any]:
     return list((profile or {}).get("properties", {}).get("swap_open_returns") or [])
 
 
-def accepted_at(ledger: Path, return_id: str, metric: str) -> datetime:
-    with contextlib.closing(sqlite3.connect(ledger)) as db:
-        [(recorded,)] = db.execute(
-            "SELECT recorded_at FROM deliveries WHERE source_id = ? AND metric = ?"
-            " AND outcome = 'accepted'",
-            (return_id, metric),
-        ).fetchall()
-    return datetime.fromisoformat(recorded).replace(tzinfo=timezone.utc)
+def accepted_at(ledger_url: str, return_id: str, metric: str) -> datetime:
+    engine = sa.create_engine(ledger_url)
+    try:
+        with engine.connect() as conn:
+            [(recorded,)] = conn.execute(
+                sa.text(
+                    "SELECT recorded_at FROM deliveries WHERE source_id = :id AND metric = :metric"
+                    " AND outcome = 'accepted'"
+                ),
+                {"id": return_id, "metric": metric},
+            ).all()
+    finally:
+        engine.dispose()
+    # SQLite gives the text it stored (UTC, naive); PostgreSQL an aware datetime.
+    moment = recorded if isinstance(recorded, datetime) else datetime.fromisoformat(recorded)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, pipeline: Pipeline) -> str:
+    """The pipeline's ledger: its SQLite file, or a throwaway PostgreSQL database (issue 15)."""
+    if request.param == "postgresql":
+        pipeline.env["TARGET_KLAVIYO_LEDGER_URL"] = str(request.getfixturevalue("postgres_db"))
+    return pipeline.env["TARGET_KLAVIYO_LEDGER_URL"]
 
 
 def test_a_returns_webhook_gets_its_event_and_suppression_to_klaviyo(
-    pipeline: Pipeline, tmp_path: Path
+    pipeline: Pipeline, ledger_url: str, tmp_path: Path
 ) -> None:
     # The project's own run command: the launcher (swap-meltano), as meltano.yml sets it.
     launcher = str(VENV_BIN / "swap-meltano")
@@ -83,6 +99,6 @@ def test_a_returns_webhook_gets_its_event_and_suppression_to_klaviyo(
     # The latency the health report will compute: from the webhook to Klaviyo's acceptance.
     [(return_id, received_at)] = webhook_latencies(config.state_db)
     assert return_id == created["return_id"]
-    latency = accepted_at(pipeline.ledger, return_id, "Return Started") - received_at
+    latency = accepted_at(ledger_url, return_id, "Return Started") - received_at
     print(f"\nwebhook to Klaviyo acceptance: {latency.total_seconds():.2f} s")
     assert latency.total_seconds() > 0
