@@ -11,6 +11,8 @@ the Swap and Klaviyo emulators.
   existing metrics are not sent again, and neither a second backfill nor later syncs of changed
   returns duplicate anything.
 - No log line of any run holds the e-mails, names, phones or addresses used.
+
+The new metrics' test runs on a SQLite and on a PostgreSQL ledger.
 """
 
 from __future__ import annotations
@@ -277,6 +279,15 @@ def expected_ids(world: World, mapped: set[str]) -> dict[str, set[str]]:
     return ids
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger(request: pytest.FixtureRequest, world: World) -> None:
+    """The runs' ledger (``world.ledger`` reads it): the SQLite file, or a throwaway PostgreSQL
+    database (issue 15)."""
+    if request.param == "postgresql":
+        world.env["TARGET_KLAVIYO_LEDGER_URL"] = str(request.getfixturevalue("postgres_db"))
+
+
+@pytest.mark.usefixtures("ledger")
 @pytest.mark.parametrize("world", [60], indirect=True)
 def test_new_metrics_once_per_return_through_the_backfill_and_later_syncs(world: World) -> None:
     before = release_before(world.tmp)
