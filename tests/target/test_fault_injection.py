@@ -3,7 +3,7 @@
 The input is re-fed as Meltano would: from the last STATE the target emitted (all of it when a
 run emitted none). In the end Klaviyo holds every event exactly once, every restock is applied
 once, every profile ends as its updates say, and no bookmark ever moved past a record that was
-not delivered or recorded.
+not delivered or recorded. It runs on a SQLite and on a PostgreSQL ledger.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import random
 import time
 from collections import Counter
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -135,10 +136,17 @@ def add_faults(klaviyo: KlaviyoEmulator) -> None:
     klaviyo.faults.add(kind="drop", probability=share, count=0)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The ledger's URL: a SQLite file, or a throwaway PostgreSQL database (issue 15)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    return str(request.getfixturevalue("postgres_db"))
+
+
 @pytest.mark.slow
-def test_100k_events_under_faults_end_delivered_exactly_once(tmp_path):
+def test_100k_events_under_faults_end_delivered_exactly_once(ledger_url):
     segments, expected = build_input()
-    ledger_path = tmp_path / "ledger.sqlite"
     # Klaviyo's rate limits, enforced 20 times faster than real time on both sides.
     with KlaviyoEmulator(
         api_key="pk_faults",
@@ -152,7 +160,7 @@ def test_100k_events_under_faults_end_delivered_exactly_once(tmp_path):
         config = {
             "api_key": "pk_faults",
             "api_url": klaviyo.url,
-            "ledger_url": f"sqlite:///{ledger_path}",
+            "ledger_url": ledger_url,
             "request_timeout": 1,
             "max_retries": 1,  # low, so that some runs do fail and are rerun
             "events_per_request": 500,
@@ -203,7 +211,7 @@ def test_100k_events_under_faults_end_delivered_exactly_once(tmp_path):
 
     # Every restock applied once, and recorded as applied.
     assert inventory == expected["inventory"]
-    restock_rows = ledger_rows(ledger_path, "restocks")
+    restock_rows = ledger_rows(ledger_url, "restocks")
     assert Counter(r["status"] for r in restock_rows) == {"applied": RESTOCKS}
 
     # Every profile ends as its updates say: open returns, newest properties.
@@ -213,9 +221,9 @@ def test_100k_events_under_faults_end_delivered_exactly_once(tmp_path):
         assert properties["status"] == want["status"], email
 
     # The ledger accepted each event once (reruns deduplicated what was already in).
-    rows = ledger_rows(ledger_path, stream=EVENTS, outcome="accepted")
+    rows = ledger_rows(ledger_url, stream=EVENTS, outcome="accepted")
     accepted = Counter(r["record_key"] for r in rows)
     assert len(accepted) == EVENT_COUNT
     assert accepted.most_common(1)[0][1] == 1
-    assert ledger_rows(ledger_path, outcome="rejected") == []
+    assert ledger_rows(ledger_url, outcome="rejected") == []
     print(f"{runs} runs ({failed_runs} failed), {total} requests, {failures} failures")
