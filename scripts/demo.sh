@@ -31,13 +31,13 @@ source "$env_file"
 # The demo has its own ledger and starts from a clean bookmark: the emulators' data is new.
 export TARGET_KLAVIYO_LEDGER_URL="sqlite:///$PWD/$demo/klaviyo-ledger.sqlite"
 state_id=sandbox:tap-swapcommerce-to-target-klaviyo
-meltano state clear --force "$state_id" > "$demo/state-clear.log" 2>&1 || true
+swap-meltano state clear --force "$state_id" > "$demo/state-clear.log" 2>&1 || true
 
 run_pipeline() {
     local log=$demo/$1.log
     echo
     echo "== $2"
-    if ! meltano run returns-to-klaviyo > "$log" 2>&1; then
+    if ! swap-meltano run returns-to-klaviyo > "$log" 2>&1; then
         tail -n 40 "$log" >&2
         exit 1
     fi
@@ -55,7 +55,7 @@ python -m emulators show --env-file "$env_file"
 
 echo
 echo "== Integration health"
-meltano invoke target-klaviyo:report 2> "$demo/report.log" | grep -v "^Report written"
+swap-meltano invoke target-klaviyo:report 2> "$demo/report.log" | grep -v "^Report written"
 mv runtime/health-report.html "$demo/health-report.html"
 echo
 echo "Health report: $demo/health-report.html   Logs: $demo/run-*.log"
