@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import re
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -42,11 +41,11 @@ from typing import Any
 import psutil
 
 from bench.common import BIN, REPO, emulators, write_json
+from harness.webhooks import isolated_meltano
 
 RUN = [str(BIN / "swap-meltano"), "run", "returns-to-klaviyo"]
 COMPONENTS = ("swap-meltano", "meltano", "tap-swapcommerce", "swap-transforms", "target-klaviyo")
 OUTCOME = re.compile(r"run outcome: ([a-z_]+)")
-PLUGIN_DIRS = ("extractors", "loaders", "mappers", "utilities")
 
 
 @dataclass(frozen=True)
@@ -124,35 +123,6 @@ def timed(
 
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
-
-
-def own_system_dir(tmp: Path) -> Path:
-    """A Meltano system dir sharing the project's installed plugins, with an empty history."""
-    sys_dir = tmp / "meltano-sys"
-    sys_dir.mkdir()
-    for kind in PLUGIN_DIRS:
-        (sys_dir / kind).symlink_to(REPO / ".meltano" / kind)
-    source = sqlite3.connect(f"file:{REPO / '.meltano' / 'meltano.db'}?mode=ro", uri=True)
-    target = sqlite3.connect(sys_dir / "meltano.db")
-    try:
-        source.backup(target)
-        target.execute("DELETE FROM runs")
-        target.execute("DELETE FROM state")
-        target.commit()
-    finally:
-        source.close()
-        target.close()
-    return sys_dir
-
-
-def run_env(emulator_env: dict[str, str], tmp: Path, sys_dir: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        **emulator_env,
-        "MELTANO_SYS_DIR_ROOT": str(sys_dir),
-        "TARGET_KLAVIYO_LEDGER_URL": f"sqlite:///{tmp / 'ledger.sqlite'}",
-        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
-    }
 
 
 def outcome_of(result: Timed) -> str | None:
@@ -296,8 +266,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="idle-cycle-") as directory:
         tmp = Path(directory)
         log = args.log or tmp / "runs.log"
-        with emulators("--swap-returns", str(args.returns)) as emulator_env:
-            env = run_env(emulator_env, tmp, own_system_dir(tmp))
+        with (
+            emulators("--swap-returns", str(args.returns)) as emulator_env,
+            isolated_meltano(tmp) as meltano_env,
+        ):
+            env = {**os.environ, **emulator_env, **meltano_env}
             report["idle"] = idle_runs(env, args.runs, log)
             print(json.dumps(report["idle"], indent=2), flush=True)  # kept if components fail
             if args.components:
