@@ -34,8 +34,8 @@ def unresolved(
 ) -> Iterator[dict[str, Any]]:
     """The latest set-aside row of each record not accepted since, oldest first, page by page.
 
-    The same rows as :meth:`target_klaviyo.ledger.Ledger.set_aside`: with ``reasons``, the
-    latest row among those reasons; an acceptance after it settles the record.
+    With ``reasons``, the latest row among those reasons; an acceptance after it settles the
+    record. Read a page at a time, so that a ledger of any size fits in memory.
     """
     d = deliveries
     later = deliveries.alias("later")

@@ -597,36 +597,6 @@ class Ledger:
 
     # -- people's tools: dead letters, replay, retention ---------------------------------------
 
-    def set_aside(
-        self, *, reasons: Sequence[str] | None = None, include_replayed: bool = False
-    ) -> Iterator[dict[str, Any]]:
-        """The latest set-aside row of each record not accepted since, oldest first."""
-        query = sa.select(deliveries).where(deliveries.c.outcome.in_(SET_ASIDE))
-        if reasons:
-            query = query.where(
-                sa.or_(deliveries.c.reason.in_(reasons), deliveries.c.outcome.in_(reasons))
-            )
-        accepted = (
-            sa.select(deliveries.c.stream, deliveries.c.record_key, sa.func.max(deliveries.c.id))
-            .where(deliveries.c.outcome == ACCEPTED)
-            .group_by(deliveries.c.stream, deliveries.c.record_key)
-        )
-        with self._lock, self.engine.connect() as conn:
-            # Only an acceptance AFTER the set-aside settles it (a key can name several updates).
-            delivered = {(r[0], r[1]): r[2] for r in conn.execute(accepted)}
-            latest: dict[tuple[str, str], dict[str, Any]] = {}
-            for found in conn.execute(query.order_by(deliveries.c.id)).mappings():
-                key = (found["stream"], found["record_key"])
-                if delivered.get(key, -1) < found["id"]:
-                    latest[key] = {
-                        **found,
-                        "recorded_at": as_utc(found["recorded_at"]),
-                        "replayed_at": as_utc(found["replayed_at"]),
-                    }
-        for row in sorted(latest.values(), key=lambda r: int(r["id"])):
-            if include_replayed or row["replayed_at"] is None:
-                yield row
-
     def last_delivery_id(self) -> int:
         """The id of the newest delivery row (0 for none): where a replay's work ends."""
         with self._lock, self.engine.connect() as conn:
