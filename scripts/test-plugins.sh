@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Each plugin alone, as another Meltano project installs it: from a git subdirectory of this
 # repository (its committed state: commit first) into a clean virtualenv, once per Python version
-# its requires-python allows, then its own tests (<plugin>/tests) from its folder. No root package,
-# no emulators, no other plugin is installed. CI runs it (scripts/test.sh).
+# its requires-python allows, then its own tests (<plugin>/tests) from its folder. Beside it only the
+# emulators (a development package, also from a git subdirectory: the fixtures `swap` and `klaviyo`)
+# are installed: no root package, no other plugin. CI runs it (scripts/test.sh).
 # Usage: bash scripts/test-plugins.sh [plugin folder ...]   (PLUGIN_PYTHONS="3.11 3.12")
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +44,7 @@ for version in ${PLUGIN_PYTHONS:-3.11 3.12}; do
             2> >(grep -v "is ignored: it is neither" >&2)
         "$venv/bin/python" -m pip install --quiet -c constraints.txt \
             "$name[test] @ git+file://$PWD#subdirectory=$folder" \
+            "swap-klaviyo-emulators @ git+file://$PWD#subdirectory=emulators" \
             2> >(grep -v "is ignored: it is neither" >&2)
         # Its tests as committed (what was installed), from a copy of the folder; pytest (not
         # python -m pytest), so that the installed package is tested, not the folder's source.

@@ -27,9 +27,7 @@ if ! ls /usr/lib/postgresql/*/bin/initdb > /dev/null 2>&1; then
     fi
 fi
 export PATH="$PWD/.venv/bin:$PATH"
-ruff check .
-ruff format --check .
-mypy
+bash scripts/lint.sh
 # The analysts' YAML tests of the mappings (transforms/*.tests.yml), as they run them.
 swap-transforms-test
 # Every test: -m "" lifts the fast tier's default deselection (pyproject.toml's addopts); an -m

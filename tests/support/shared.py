@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+
+from emulators.pytest_plugin import SWAP_NOW
 
 REPO = Path(__file__).resolve().parents[2]
 #: Swap's API contract and Klaviyo's OpenAPI specs: SWAP_KLAVIYO_SHARED, else ../shared beside the
 #: repository. A missing file fails the test that needs it (never a skip).
 SHARED = Path(os.environ.get("SWAP_KLAVIYO_SHARED") or REPO.parent / "shared")
 
-#: A fixed end of the Swap data set's history, so that data and assertions are reproducible.
-SWAP_NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+#: ``SWAP_NOW``: the fixed end of the Swap data set's history (the emulators' ``swap`` fixture).
+__all__ = ["REPO", "SHARED", "SWAP_NOW", "shared_file"]
 
 
 def shared_file(name: str) -> Path:
