@@ -30,9 +30,10 @@ export PATH="$PWD/.venv/bin:$PATH"
 bash scripts/lint.sh
 # The analysts' YAML tests of the mappings (transforms/*.tests.yml), as they run them.
 swap-transforms-test
-# Every test: -m "" lifts the fast tier's default deselection (pyproject.toml's addopts); an -m
+# Every test, one at a time: -m "" lifts the fast tier's default deselection and -n 0 its workers
+# (pyproject.toml's addopts; the slow tier's Meltano runs share the project's folders); an -m or -n
 # among the arguments wins (e.g. `bash scripts/test.sh -m slow`).
-pytest -m "" "$@"
+pytest -m "" -n 0 "$@"
 # Each plugin alone: installed from a git subdirectory into a clean virtualenv per Python version
 # of its requires-python, its own tests run there (not when pytest was given arguments).
 if [ $# -eq 0 ]; then
