@@ -8,3 +8,5 @@ own (``MELTANO_SYS_DIR_ROOT``) whose plugin directories are links to the project
 system database pinned to the project's; a pipeline run first takes an atomic claim on its state
 id, so a second run of the same pipeline ends at once with ``run outcome: already_running``.
 """
+
+__version__ = "0.2.0.dev0"
