@@ -28,6 +28,7 @@ TYPES = {
     "Secret": ["string"],
     "Secret | None": ["string", "null"],
     "str": ["string"],
+    "str | None": ["string", "null"],
     "int": ["integer"],
     "float": ["number"],
     "Path": ["string"],

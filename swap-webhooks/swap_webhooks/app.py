@@ -90,10 +90,11 @@ class Receiver:
         try:
             for store_id, brand in load_brands(self.settings, self.env or os.environ).items():
                 store = DeliveryStore(brand.settings.state_db)
-                runner = Runner(brand.settings, store, env=self.env)
+                runner = Runner(brand.settings, store, env=self.env, partition=brand.name)
                 self.routes[store_id] = BrandRoute(brand, store, runner, GroupCommit(store))
                 runner.start()
-            logger.info("receiving Swap webhooks for %d brands", len(self.routes))
+            where = "launched on Dagster" if self.settings.dagster_url else "run here"
+            logger.info("receiving Swap webhooks for %d brands; runs %s", len(self.routes), where)
             yield
             for route in self.routes.values():
                 await route.runner.stop()

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from swap_webhooks.alerts import post_alert, stale_alert_text
+from swap_webhooks.dagster_runs import FINISHED, DagsterClient, DagsterError
 from swap_webhooks.settings import Settings
 from swap_webhooks.store import (
     ALREADY_RUNNING,
@@ -73,6 +74,8 @@ TAIL_LINE_CHARS = 1000
 STOP_GRACE_SECONDS = 20.0
 #: How often an idle receiver checks whether the pipeline has gone stale.
 STALE_CHECK_SECONDS = 60.0
+#: How often a run launched on Dagster is asked how it is doing.
+DAGSTER_POLL_SECONDS = 1.0
 _CHUNK = 65536
 
 
@@ -137,8 +140,13 @@ class Runner:
         store: DeliveryStore,
         *,
         env: Mapping[str, str] | None = None,
+        partition: str | None = None,
     ) -> None:
         self.settings = settings
+        #: With ``dagster_url``: runs are this brand's partition launched on Dagster.
+        self.partition = partition
+        url = settings.dagster_url
+        self.dagster = DagsterClient(url) if url and partition else None
         self.store = store
         self.env = dict(os.environ if env is None else env)
         self.command = resolve_command(settings, self.env)
@@ -220,7 +228,7 @@ class Runner:
         logger.info("run %d started for %d deliveries", claim.run_id, claim.deliveries)
         started = time.monotonic()
         try:
-            report = await self._run_until_started(log_file)
+            report = await self._run_until_started(log_file, claim.run_id)
         finally:
             self.current_run = None
         report = replace(
@@ -262,14 +270,14 @@ class Runner:
         base = max(self.settings.retry_seconds, 0.1)
         return float(min(base * 2 ** max(self._failures - 1, 0), self.settings.max_retry_seconds))
 
-    async def _run_until_started(self, log_file: Path) -> RunReport:
+    async def _run_until_started(self, log_file: Path, run_id: int) -> RunReport:
         """Run the command; while another run holds the pipeline's claim, try again right away."""
         refusals = 0
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with _owner_only(log_file) as log:
             capture = OutputCapture(log)
             while True:
-                attempt = await self._execute(capture)
+                attempt = await self._execute(capture, run_id)
                 if attempt.outcome != ALREADY_RUNNING or self._stopping.is_set():
                     break
                 refusals += 1
@@ -289,9 +297,11 @@ class Runner:
             output_tail=capture.tail,
         )
 
-    async def _execute(self, capture: OutputCapture) -> Attempt:
+    async def _execute(self, capture: OutputCapture, run_id: int) -> Attempt:
         """Start the command once in the project directory and read how it ended."""
         capture.start_attempt()
+        if self.dagster is not None:
+            return await self._launch_on_dagster(capture, run_id)
         try:
             self._process = await asyncio.create_subprocess_exec(
                 *self.command,
@@ -335,6 +345,64 @@ class Runner:
         if exit_code == 0:
             return Attempt(SUCCEEDED, exit_code)
         return Attempt(CRASHED, exit_code, "ended without a run outcome line")
+
+    # -- runs on Dagster (dagster_url) ------------------------------------------------------------
+
+    async def _launch_on_dagster(self, capture: OutputCapture, run_id: int) -> Attempt:
+        """Launch the brand's partition on Dagster, then follow that run to its outcome.
+
+        A launch Dagster did not accept (unreachable, refused) is a failed run: the deliveries
+        wait again and the next try comes after the usual back-off. Once accepted, the run's id
+        is in the state db, and this run holds its deliveries until Dagster's run has ended, so
+        no second launch happens while it is queued or running.
+        """
+        assert self.dagster is not None
+        assert self.partition is not None
+        tags = {"swap/brand": self.partition, "swap/webhook_run": str(run_id)}
+        try:
+            launched = await self.dagster.launch(self.partition, tags)
+        except DagsterError as error:
+            logger.warning("Dagster did not launch %s's run: %s", self.partition, error)
+            _say(capture, f"Dagster did not launch the run: {error}")
+            return Attempt(CRASHED, None, f"Dagster did not launch the run: {error}")
+        await asyncio.to_thread(self.store.record_dagster_run, run_id, launched)
+        if self.current_run is not None:
+            self.current_run["dagster_run_id"] = launched
+        logger.info("run %d: Dagster run %s launched for %s", run_id, launched, self.partition)
+        _say(capture, f"Dagster run {launched} launched (partition {self.partition})")
+        return await self._follow_dagster_run(capture, launched)
+
+    async def _follow_dagster_run(self, capture: OutputCapture, launched: str) -> Attempt:
+        """Poll the run's status until it ends; Dagster out of reach meanwhile is waited out."""
+        assert self.dagster is not None
+        deadline = time.monotonic() + self.settings.run_timeout_seconds
+        seen = None
+        while True:
+            try:
+                status = await self.dagster.status(launched)
+                if status in FINISHED:
+                    outcome = await self.dagster.outcome(launched)
+                    return _dagster_verdict(capture, launched, status, outcome)
+            except DagsterError as error:
+                status = f"not known ({error})"
+            if status != seen:
+                _say(capture, f"Dagster run {launched}: {status}")
+                seen = status
+            if time.monotonic() > deadline:
+                return await self._give_up_on(capture, launched)
+            if not await self._sleep(DAGSTER_POLL_SECONDS):
+                note = f"the receiver stopped; Dagster run {launched} goes on"
+                return Attempt(INTERRUPTED, None, note)
+
+    async def _give_up_on(self, capture: OutputCapture, launched: str) -> Attempt:
+        """Past ``run_timeout_seconds``: ask Dagster to stop the run, and count it as failed."""
+        assert self.dagster is not None
+        logger.error("Dagster run %s exceeded run_timeout_seconds; terminating it", launched)
+        try:
+            await self.dagster.terminate(launched)
+        except DagsterError as error:
+            _say(capture, f"could not terminate Dagster run {launched}: {error}")
+        return Attempt(CRASHED, None, f"Dagster run {launched} stopped after run_timeout_seconds")
 
     @staticmethod
     async def _read_output(process: asyncio.subprocess.Process, capture: OutputCapture) -> None:
@@ -407,6 +475,25 @@ class Runner:
         return not self._stopping.is_set()
 
 
+def _dagster_verdict(
+    capture: OutputCapture, launched: str, status: str, outcome: str | None
+) -> Attempt:
+    """The run's outcome as its asset recorded it; without one, what Dagster's status implies."""
+    note = f"Dagster run {launched}: {status}"
+    if outcome is None:
+        outcome = {"SUCCESS": SUCCEEDED, "CANCELED": INTERRUPTED}.get(status, CRASHED)
+        note += " without a run outcome"
+    _say(capture, f"Dagster run {launched}: {status}; run outcome: {outcome}")
+    return Attempt(outcome, None, note)
+
+
+def _say(capture: OutputCapture, text: str) -> None:
+    """A line of the receiver's own in the run's log (what Dagster did; its log is Dagster's)."""
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    capture.feed(f"{stamp} swap-webhooks: {text}\n".encode())
+    capture.close_attempt()
+
+
 def _age_seconds(iso: str) -> float:
     return (datetime.now(timezone.utc) - datetime.fromisoformat(iso)).total_seconds()
 
@@ -447,6 +534,8 @@ def resolve_command(settings: Settings, env: Mapping[str, str]) -> tuple[str, ..
 
 def check_command(settings: Settings, env: Mapping[str, str]) -> str | None:
     """Why the run command cannot start (missing or not executable), or None when it can."""
+    if settings.dagster_url:
+        return None  # runs are launched on Dagster: no command of ours starts them
     program = resolve_command(settings, env)[0]
     if os.sep not in program:
         return f"{program!r} is not on PATH; give run_command an absolute path"

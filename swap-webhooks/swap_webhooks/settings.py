@@ -113,6 +113,10 @@ class Settings:
     #: A brands file (brands.yml): every brand's store is received, verified with its own secret
     #: (webhook_secret_env) and runs `swap-brands run <brand>`; store_id and webhook_secret unused.
     brands_file: Path | None = None
+    #: A Dagster webserver (http://host:3000) serving the brands' code location: each brand's
+    #: run is then launched there as its partition of the returns_to_klaviyo job and waited for,
+    #: instead of run_command (needs brands_file).
+    dagster_url: str | None = None
 
     def __post_init__(self) -> None:
         self._check_store()
@@ -143,6 +147,10 @@ class Settings:
 
     def _check_store(self) -> None:
         """One store and its secret, unless a brands file gives each brand's store and secret."""
+        if self.dagster_url is not None and not self.dagster_url.startswith(
+            ("http://", "https://")
+        ):
+            raise SettingsError("dagster_url must be an http:// or https:// URL")
         if self.brands_file is not None:
             if not self.brands_file.is_absolute():
                 object.__setattr__(self, "brands_file", self.project_dir / self.brands_file)
@@ -210,7 +218,11 @@ def load_settings(
     raw.update({k: v for k, v in overrides.items() if v is not None})
     if "project_dir" not in raw and env.get("MELTANO_PROJECT_ROOT"):
         raw["project_dir"] = env["MELTANO_PROJECT_ROOT"]
-    return Settings(**{name: _coerce(name, value) for name, value in raw.items()})
+    settings = Settings(**{name: _coerce(name, value) for name, value in raw.items()})
+    if settings.dagster_url is not None and settings.brands_file is None:
+        # A Dagster run is a brand's partition; a brand's own settings drop brands_file later.
+        raise SettingsError("dagster_url needs brands_file (each brand is a partition)")
+    return settings
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -230,7 +242,7 @@ def _coerce(name: str, value: Any) -> Any:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
             return int(value)
-        if name in ("host", "store_id"):
+        if name in ("host", "store_id", "dagster_url"):
             return str(value)
         if isinstance(value, bool):
             raise ValueError(value)

@@ -27,7 +27,7 @@ from swap_webhooks.verify import Delivery, Reason
 
 #: ``PRAGMA user_version`` of a current state db. Version 1 is the 0.1.0 release's schema (which
 #: said so only in ``meta.schema_version``); each later version is one entry of ``_MIGRATIONS``.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 PENDING = "pending"
 CLAIMED = "claimed"
@@ -101,8 +101,13 @@ UPDATE runs SET outcome = 'already_running' WHERE outcome = 'locked_out';
 UPDATE counters SET name = 'runs.already_running' WHERE name = 'runs.locked_out';
 """
 
+#: A run launched on Dagster (``dagster_url``): the id of Dagster's run, once Dagster accepted it.
+_SCHEMA_V3 = """
+ALTER TABLE runs ADD COLUMN dagster_run_id TEXT;
+"""
+
 #: ``version -> statements`` that bring a db at ``version - 1`` to ``version``.
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 
 COUNTERS = (
     "accepted",
@@ -129,6 +134,7 @@ RUN_COLUMNS = (
     "note",
     "log_file",
     "output_tail",
+    "dagster_run_id",
 )
 
 
@@ -316,6 +322,11 @@ class DeliveryStore:
                     (PENDING, run_id, CLAIMED),
                 )
             _bump(db, f"runs.{report.outcome}")
+
+    def record_dagster_run(self, run_id: int, dagster_run_id: str) -> None:
+        """Dagster accepted the launch of this run: its id, to follow it (and to show it)."""
+        with self._transaction() as db:
+            db.execute("UPDATE runs SET dagster_run_id = ? WHERE id = ?", (dagster_run_id, run_id))
 
     def count_refusal_of_run(self) -> None:
         """A try of the current run that another run's claim refused (it tries again)."""

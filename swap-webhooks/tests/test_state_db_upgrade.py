@@ -35,7 +35,7 @@ def test_a_state_db_of_0_1_0_is_migrated_with_its_deliveries_intact(old_db: Path
         ).fetchall()
 
     with DeliveryStore(old_db) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 2
+        assert store.schema_version() == SCHEMA_VERSION == 3
         runs = {run["id"]: run for run in store.runs()}
         counters = store.counters()
         deliveries = store.deliveries()
@@ -56,6 +56,7 @@ def test_a_state_db_of_0_1_0_is_migrated_with_its_deliveries_intact(old_db: Path
         "running",
     ]
     assert all(run["refusals"] == 0 and run["output_tail"] is None for run in runs.values())
+    assert all(run["dagster_run_id"] is None for run in runs.values())
     assert counters["accepted"] == 6
     assert counters["redelivered"] == 1
     assert counters["coalesced"] == 2
