@@ -65,7 +65,17 @@ CLOSERS_OF_ITEM = frozenset(",]")
 
 
 class PageError(ValueError):
-    """The page itself (not one return on it) cannot be read: paging cannot go on."""
+    """The page itself (not one return on it) cannot be read: paging cannot go on.
+
+    ``field`` names where (``pagination.total_items``, or ``(page)`` for the whole document)
+    and ``problem`` what, never the value: the run's error must say what to look at in Swap's
+    answer without copying a customer's data into a log.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"field '{field}': {problem}")
+        self.field = field
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -106,8 +116,7 @@ def read_page(content: bytes, list_key: str = "returns") -> Page:
         page = _read_return_by_return(text, list_key)
     else:
         if not isinstance(body, dict):
-            msg = f"expected a JSON object, got {type(body).__name__}"
-            raise PageError(msg)
+            raise PageError("(page)", f"expected a JSON object, got {type(body).__name__}")
         rows = body.get(list_key) or []
         page = Page(body, rows if isinstance(rows, list) else [])
         page.items = len(page.rows)
@@ -152,14 +161,14 @@ def _decode(content: bytes) -> tuple[str, bool]:
 def _read_return_by_return(text: str, list_key: str) -> Page:
     bounds = _list_bounds(text, list_key)
     if bounds is None:
-        msg = f"the page is not valid JSON and its '{list_key}' list cannot be found"
-        raise PageError(msg)
+        problem = f"not valid JSON, and its '{list_key}' list cannot be found"
+        raise PageError("(page)", problem)
     start, end, items = bounds
+    outside = text[:start] + "[]" + text[end + 1 :]
     try:
-        body = json.loads(text[:start] + "[]" + text[end + 1 :])
+        body = json.loads(outside)
     except (ValueError, RecursionError) as exc:
-        msg = f"the page outside its '{list_key}' list is not readable ({type(exc).__name__})"
-        raise PageError(msg) from None
+        raise PageError(*_locate(outside, exc)) from None
     page = Page(body, [], items=len(items))
     times = []
     for item in items:
@@ -174,6 +183,78 @@ def _read_return_by_return(text: str, list_key: str) -> Page:
             times.append(row.get("date_updated") if isinstance(row, dict) else None)
     page.last_updated = _last_updated(reversed(times))
     return page
+
+
+def has_next_page(body: dict[str, Any]) -> bool:
+    """The page's ``pagination.has_next_page``, which must be a boolean.
+
+    Anything else (no block, a number, a string such as ``"false"``) leaves the tap unable to
+    tell the last page from one more: guessing either way could end a sync early or page on
+    for ever, so the page is refused by name instead.
+    """
+    pagination = body.get("pagination")
+    if not isinstance(pagination, dict):
+        got = "missing" if pagination is None else f"a {_json_type(pagination)}"
+        raise PageError("pagination", f"expected an object, got {got}")
+    value = pagination.get("has_next_page")
+    if not isinstance(value, bool):
+        got = "missing" if value is None else f"a {_json_type(value)}"
+        raise PageError("pagination.has_next_page", f"expected true or false, got {got}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type: what an error may say about it, never the value."""
+    for kind, name in (
+        (bool, "boolean"),
+        ((int, float), "number"),
+        (str, "string"),
+        (list, "list"),
+    ):
+        if isinstance(value, kind):
+            return name
+    return "object"
+
+
+def _locate(text: str, error: BaseException) -> tuple[str, str]:
+    """The dotted path of the member of an object's text the parser refused, and the problem.
+
+    Descends through nested objects (``pagination`` → ``total_items``) as long as the failing
+    member is itself an object, so the error names the field, not just its block.
+    """
+    path: list[str] = []
+    while True:
+        members = list(_members(text))
+        failing = _failing_member(text, members, error)
+        if failing is None:
+            return _dotted(path), _value_problem(text, members, error)[1]
+        key, start, end, deepest = failing
+        path.append(key or "(member)")
+        value = text[start:end].strip()
+        if value.startswith("{"):
+            text = value
+        elif isinstance(error, RecursionError):
+            return _dotted(path), f"nested about {deepest} levels deep"
+        else:
+            return _dotted(path), _value_problem(text, members, error)[1]
+
+
+def _failing_member(
+    text: str, members: list[tuple[str | None, int, int, int]], error: BaseException
+) -> tuple[str | None, int, int, int] | None:
+    """The member nested deepest when nesting failed the parse, else the first that fails alone."""
+    if isinstance(error, RecursionError):
+        return max(members, key=lambda member: member[3], default=None)
+    for key, start, end, deepest in members:
+        try:
+            json.loads(text[start:end])
+        except (ValueError, RecursionError):
+            return key, start, end, deepest
+    return None
+
+
+def _dotted(path: list[str]) -> str:
+    return ".".join(path) or "(page)"
 
 
 def _dicts(rows: list[Any]) -> Iterator[dict[str, Any]]:

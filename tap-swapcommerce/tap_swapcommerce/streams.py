@@ -16,13 +16,14 @@ from importlib import resources
 from typing import Any, ClassVar
 
 import requests
+from singer_sdk.exceptions import FatalAPIError
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.helpers.types import Context, Record
 from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 from singer_sdk.streams import Stream
 
 from tap_swapcommerce.client import SwapStream
-from tap_swapcommerce.pages import SetAside, fingerprint, read_page
+from tap_swapcommerce.pages import PageError, SetAside, fingerprint, has_next_page, read_page
 from tap_swapcommerce.pagination import KeysetPaginator, PageToken, parse_timestamp
 from tap_swapcommerce.quarantine import IntegrationExceptionsStream
 from tap_swapcommerce.validation import KeyProblem, RecordValidator
@@ -98,7 +99,11 @@ class ReturnsStream(SwapStream):
 
     def parse_response(self, response: requests.Response) -> Iterable[Record]:
         assert self._paginator is not None
-        page = read_page(response.content, "returns")
+        try:
+            page = read_page(response.content, "returns")
+            more = has_next_page(page.body)
+        except PageError as exc:
+            raise UnreadablePageError(self._where(), exc) from None
         for name, count in page.repaired.items():
             self.repaired[name] = self.repaired.get(name, 0) + count
         rows = []
@@ -110,16 +115,22 @@ class ReturnsStream(SwapStream):
                 page.set_aside.append(unkeyed(row, problem))
         for aside in page.set_aside:
             self._set_aside(aside)
-        pagination = page.body.get("pagination") or {}
         fresh = self._paginator.accept(
             rows,
-            has_next_page=bool(pagination.get("has_next_page")),
+            has_next_page=more,
             last_updated=page.last_updated,
             items=page.items,
         )
         self._page_number += 1
         self._flush_after = self._last_kept(fresh)
         return fresh
+
+    def _where(self) -> str:
+        """The request of the page being read: its path and paging parameters, no key or store."""
+        assert self._paginator is not None
+        token = self._paginator.current_value
+        since = f"last_RMA_updated_date={token.since}&" if token.since is not None else ""
+        return f"GET {self.path}?{since}page={token.page}"
 
     def _set_aside(self, aside: SetAside) -> None:
         """Emitted before any record of its page, so no STATE passes it before it is recorded."""
@@ -174,6 +185,20 @@ class ReturnsStream(SwapStream):
         if any(child.selected for child in self.child_streams):
             self.state_manager.is_flushed = False
             self._write_state_message()
+
+
+class UnreadablePageError(FatalAPIError):
+    """Swap's page cannot be paged past: the run stops here, before any record of that page.
+
+    A return that cannot be read is set aside and the page goes on, but without a readable
+    ``pagination`` block the tap cannot know whether, or where, a next page starts: guessing
+    could end the sync early or page for ever. Stopping leaves the bookmark at the last page
+    delivered, so the next run reads this page again once Swap answers it properly.
+    """
+
+    def __init__(self, where: str, error: PageError) -> None:
+        super().__init__(f"Swap sent a page the tap cannot page past ({where}): {error}")
+        self.field = error.field
 
 
 class DerivedStream(Stream):
