@@ -14,12 +14,12 @@ inventory from Shopify, so their restocks are set aside as ``catalog_not_writabl
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from target_klaviyo.bounds import MAX_INVENTORY, MIN_INVENTORY, OUT_OF_BOUNDS, url_chunks
-from target_klaviyo.client import KlaviyoUnavailable, error_entries
+from target_klaviyo.client import KlaviyoClient, KlaviyoUnavailable, error_entries
 from target_klaviyo.ledger import (
     ACCEPTED,
     DEDUPLICATED,
@@ -29,9 +29,7 @@ from target_klaviyo.ledger import (
     as_utc,
     chunked,
 )
-
-if TYPE_CHECKING:
-    from target_klaviyo.delivery import Delivery
+from target_klaviyo.recording import Record
 
 STREAM = "klaviyo_catalog_variants"
 WRITABLE_PREFIX = "$custom:::"
@@ -57,11 +55,41 @@ def restock_outcome(
     )
 
 
-class RestockApplier:
-    """Applies one batch of restock records to Klaviyo's catalog."""
+class RestockLedger(Protocol):
+    """What restocks read and write of the ledger: each restock key's state."""
 
-    def __init__(self, delivery: Delivery) -> None:
-        self.delivery = delivery
+    def restocks(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]: ...
+
+    def pending_restocks(self) -> list[dict[str, Any]]: ...
+
+    def save_restocks(self, rows: Iterable[Mapping[str, Any]]) -> None: ...
+
+    def forget_restocks(self, keys: Sequence[str]) -> None: ...
+
+
+class RestockApplier:
+    """Applies batches of restock records to Klaviyo's catalog.
+
+    Built with what it uses (the client, the ledger's restock part, where outcomes go, three
+    settings), not with the run: a replay builds it the same way.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: KlaviyoClient,
+        ledger: RestockLedger,
+        record: Record,
+        variants_per_job: int,
+        job_timeout_seconds: float,
+        job_poll_seconds: float,
+    ) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.record = record
+        self.variants_per_job = variants_per_job
+        self.job_timeout_seconds = job_timeout_seconds
+        self.job_poll_seconds = job_poll_seconds
         self._recovered = False
 
     def send(self, records: list[dict[str, Any]]) -> None:
@@ -78,7 +106,7 @@ class RestockApplier:
         current = self._read(list(by_variant))
         by_variant = self._within_inventory(by_variant, current)
         missing = [v for v in by_variant if v not in current]
-        self.delivery.record(
+        self.record(
             [
                 restock_outcome(
                     r, REJECTED, "variant_not_found", f"No catalog variant {v} in Klaviyo"
@@ -88,14 +116,14 @@ class RestockApplier:
             ]
         )
         found = [v for v in by_variant if v in current]
-        for chunk in chunked(found, self.delivery.settings.variants_per_job):
+        for chunk in chunked(found, self.variants_per_job):
             self._apply(chunk, by_variant, current)
 
     # -- screening -----------------------------------------------------------------------------
 
     def _screen(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         outcomes: list[Outcome] = []
-        known = self.delivery.ledger.restocks([r["restock_key"] for r in records])
+        known = self.ledger.restocks([r["restock_key"] for r in records])
         seen: set[str] = set()
         todo = []
         for record in records:
@@ -115,7 +143,7 @@ class RestockApplier:
             else:
                 todo.append(record)
             seen.add(key)
-        self.delivery.record(outcomes)
+        self.record(outcomes)
         return todo
 
     def _within_inventory(
@@ -145,7 +173,7 @@ class RestockApplier:
                     f"{MIN_INVENTORY}..{MAX_INVENTORY} (Klaviyo holds {current[variant]})"
                 )
                 outcomes.append(restock_outcome(record, INVALID_RECORD, OUT_OF_BOUNDS, detail))
-        self.delivery.record(outcomes)
+        self.record(outcomes)
         return kept
 
     def _read(self, variant_ids: list[str]) -> dict[str, Decimal]:
@@ -163,9 +191,7 @@ class RestockApplier:
                 "page[size]": "100",
                 "fields[catalog-variant]": "inventory_quantity",
             }
-            for page in self.delivery.client.pages(
-                "catalog_variants", params, what="read catalog variants"
-            ):
+            for page in self.client.pages("catalog_variants", params, what="read catalog variants"):
                 for variant in page.get("data") or []:
                     quantity = (variant.get("attributes") or {}).get("inventory_quantity")
                     quantities[variant["id"]] = Decimal(str(quantity or 0))
@@ -181,7 +207,7 @@ class RestockApplier:
         """
         _, too_long = url_chunks(list(by_variant), size=1)
         detail = "variant_id: too long to be looked up in Klaviyo's catalog (URL length)"
-        self.delivery.record(
+        self.record(
             [
                 restock_outcome(r, INVALID_RECORD, OUT_OF_BOUNDS, detail)
                 for v in too_long
@@ -215,7 +241,7 @@ class RestockApplier:
             for v in variants
             for r in by_variant[v]
         ]
-        self.delivery.ledger.save_restocks(rows)
+        self.ledger.save_restocks(rows)
         body = {
             "data": {
                 "type": "catalog-variant-bulk-update-job",
@@ -233,8 +259,8 @@ class RestockApplier:
                 },
             }
         }
-        response = self.delivery.client.request("catalog_update", body=body)
-        if self.delivery.client.dry_run:
+        response = self.client.request("catalog_update", body=body)
+        if self.client.dry_run:
             self._settle(variants, by_variant, {}, rows)
             return
         if response.status_code not in (200, 201, 202):
@@ -244,7 +270,7 @@ class RestockApplier:
             self._settle(variants, by_variant, failed, rows)
             return
         job_id = str(response.json()["data"]["id"])
-        self.delivery.ledger.save_restocks([{**row, "job_id": job_id} for row in rows])
+        self.ledger.save_restocks([{**row, "job_id": job_id} for row in rows])
         job = self._wait(job_id)
         if job is None:
             msg = f"Klaviyo lost catalog update job {job_id}; its restocks stay pending"
@@ -275,23 +301,22 @@ class RestockApplier:
                     outcomes.append(
                         restock_outcome(record, REJECTED, reason, str(error.get("detail") or ""))
                     )
-        self.delivery.ledger.save_restocks(settled)
-        self.delivery.record(outcomes)
+        self.ledger.save_restocks(settled)
+        self.record(outcomes)
 
     def _wait(self, job_id: str) -> dict[str, Any] | None:
-        settings = self.delivery.settings
-        return self.delivery.client.wait_for_job(
+        return self.client.wait_for_job(
             "catalog_update_job",
             job_id,
-            timeout=settings.job_timeout_seconds,
-            first_pause=settings.job_poll_seconds,
+            timeout=self.job_timeout_seconds,
+            first_pause=self.job_poll_seconds,
         )
 
     # -- after a crash -------------------------------------------------------------------------
 
     def recover(self) -> None:
         """Settle restocks an interrupted run left pending, without applying any twice."""
-        pending = self.delivery.ledger.pending_restocks()
+        pending = self.ledger.pending_restocks()
         if not pending:
             return
         quantities = self._read(sorted({row["variant_id"] for row in pending}))
@@ -301,8 +326,8 @@ class RestockApplier:
             resolved.append({**row, "status": status})
         # A restock found not applied is forgotten, so that its record (the bookmark did not
         # move past it) is applied normally when it comes again.
-        self.delivery.ledger.save_restocks([r for r in resolved if r["status"] != "not_applied"])
-        self.delivery.ledger.forget_restocks(
+        self.ledger.save_restocks([r for r in resolved if r["status"] != "not_applied"])
+        self.ledger.forget_restocks(
             [r["restock_key"] for r in resolved if r["status"] == "not_applied"]
         )
 

@@ -36,11 +36,10 @@ from sqlalchemy.engine import make_url
 from target_klaviyo import deadletters, runlog
 from target_klaviyo._compat import parse_environment_config
 from target_klaviyo.catalog import STREAM as CATALOG_STREAM
-from target_klaviyo.catalog import RestockApplier
-from target_klaviyo.client import KlaviyoAuthError, KlaviyoUnavailable, RunStats
+from target_klaviyo.client import KlaviyoAuthError, KlaviyoClient, KlaviyoUnavailable, RunStats
 from target_klaviyo.delivery import Delivery
 from target_klaviyo.events import STREAM as EVENTS_STREAM
-from target_klaviyo.events import EventSender
+from target_klaviyo.intake import Intake
 from target_klaviyo.ledger import (
     INVALID_RECORD,
     MAPPER_EXCEPTION,
@@ -51,8 +50,8 @@ from target_klaviyo.ledger import (
 )
 from target_klaviyo.outcomes import safe_error
 from target_klaviyo.profiles import STREAM as PROFILES_STREAM
-from target_klaviyo.profiles import ProfileImporter
 from target_klaviyo.segments import load_definitions, provision
+from target_klaviyo.sinks import run_intake
 from target_klaviyo.target import TargetKlaviyo
 from target_klaviyo.terminal import escape_controls
 from target_klaviyo.window import parse_since
@@ -314,12 +313,13 @@ def _replay(config: dict[str, Any], ledger: Ledger, reasons: tuple[str, ...], si
         "profile_check": "off" if config["profile_check"] == "hold" else config["profile_check"],
     }
     delivery = Delivery.from_config(checked, ledger=ledger, stats=stats)
+    intake = run_intake(delivery)
     ledger.start_run()
     done = _Replay()
     try:
         for page in _pages(ledger, reasons, size):
             by_stream, ids = done.split(page)
-            _resend(delivery, by_stream)
+            _resend(delivery, _admitted(intake, by_stream))
             ledger.mark_replayed(ids)  # this page was resent: a failure later keeps it so
             done.replayed += len(ids)
     except Exception as exc:  # noqa: BLE001 - any failure is recorded and said in one line
@@ -338,7 +338,7 @@ def _replay(config: dict[str, Any], ledger: Ledger, reasons: tuple[str, ...], si
 
 def _say_replayed(done: _Replay, result: dict[str, Any]) -> None:
     click.echo(f"Replayed {done.replayed} records:")
-    for key in ("accepted_by_stream", "deduplicated", "set_aside_by_reason"):
+    for key in ("accepted_by_stream", "deduplicated", "set_aside_by_reason", "left_out"):
         for name, count in sorted(result[key].items()):
             click.echo(escape_controls(f"  {key.split('_by_')[0]:12s} {name:28s} {count}"))
     for reason, count in done.skipped.most_common():
@@ -350,16 +350,26 @@ def _say_replayed(done: _Replay, result: dict[str, Any]) -> None:
         click.echo(escape_controls(f"  not replayed {reason:28s} {count}  ({hint})"))
 
 
+def _admitted(
+    intake: Intake, by_stream: dict[str, list[dict[str, Any]]]
+) -> dict[str, list[dict[str, Any]]]:
+    """The records as a run would deliver them today (its phone checks), the others set aside."""
+    return {
+        stream: [a for r in records if (a := intake.admit(stream, r)) is not None]
+        for stream, records in by_stream.items()
+    }
+
+
 def _resend(delivery: Delivery, by_stream: dict[str, list[dict[str, Any]]]) -> None:
     """Through the same code as a run: events first, so profile updates can ride on them."""
     for record in by_stream.get(PROFILES_STREAM, []):
         delivery.pending_profiles.add(record)
     if by_stream.get(EVENTS_STREAM):
-        EventSender(delivery).send(by_stream[EVENTS_STREAM])
+        delivery.event_sender().send(by_stream[EVENTS_STREAM])
         delivery.background.flush()
-    ProfileImporter(delivery).send(delivery.pending_profiles.claim_all())
+    delivery.profile_importer().send(delivery.pending_profiles.claim_all())
     if by_stream.get(CATALOG_STREAM):
-        RestockApplier(delivery).send(by_stream[CATALOG_STREAM])
+        delivery.restock_applier().send(by_stream[CATALOG_STREAM])
 
 
 def _mapper_reasons(rows: Iterable[dict[str, Any]]) -> set[str]:
@@ -386,10 +396,7 @@ def segments(config: dict[str, Any], definitions: Path) -> None:
         wanted = load_definitions(definitions)
     except (ValueError, yaml.YAMLError) as exc:
         raise click.ClickException(str(exc)) from exc
-    stats = RunStats()
-    client = Delivery.from_config(
-        config, ledger=Ledger("sqlite://", read_only=True), stats=stats
-    ).client
+    client = KlaviyoClient.from_config(config, stats=RunStats())
     try:
         results = provision(client, wanted)
     except KlaviyoAuthError as exc:

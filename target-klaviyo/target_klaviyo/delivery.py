@@ -1,4 +1,10 @@
-"""What the sinks share in a run: the client, the ledger, pending profile updates, the summary."""
+"""What the sinks share in a run, and where the run's delivery components are assembled.
+
+The components (:class:`EventSender`, :class:`ProfileImporter`, :class:`RestockApplier`) each take
+only what they use; :class:`Delivery` holds the run-wide parts (client, ledger, settings, summary,
+request pool, pending profile updates) and hands each component its share. A run's sinks and
+``klaviyo-ops replay`` build components here, so both deliver the same way.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from target_klaviyo.catalog import RestockApplier
 from target_klaviyo.client import KlaviyoClient, RunStats
 from target_klaviyo.dryrun import DryRunWriter
+from target_klaviyo.events import EventSender, RunKeys
 from target_klaviyo.ledger import ACCEPTED, DEDUPLICATED, Ledger, Outcome
-from target_klaviyo.profiles import PendingProfiles
+from target_klaviyo.profiles import PendingProfiles, ProfileImporter
 
 
 @dataclass(frozen=True)
@@ -202,26 +210,6 @@ class BackgroundSender:
             raise error
 
 
-class RunKeys:
-    """Keys claimed once per run (thread-safe): an event goes out once, whatever the batches.
-
-    The ledger's "accepted earlier" check cannot see an event whose first copy is still in
-    flight in another batch of the same run: this set can.
-    """
-
-    def __init__(self) -> None:
-        self._keys: set[tuple[str, ...]] = set()
-        self._lock = threading.Lock()
-
-    def claim(self, key: tuple[str, ...]) -> bool:
-        """True the first time ``key`` is claimed in this run, False after."""
-        with self._lock:
-            if key in self._keys:
-                return False
-            self._keys.add(key)
-            return True
-
-
 class Delivery:
     """The run-wide context the sinks deliver through."""
 
@@ -252,3 +240,39 @@ class Delivery:
     def record(self, outcomes: list[Outcome]) -> None:
         self.summary.add(outcomes)
         self.ledger.record(outcomes)
+
+    def event_sender(self) -> EventSender:
+        """A sender for one batch of events (it keeps the batch's profile flags)."""
+        return EventSender(
+            client=self.client,
+            ledger=self.ledger,
+            record=self.record,
+            pending_profiles=self.pending_profiles,
+            events_this_run=self.events_this_run,
+            spawn=self.background.spawn,
+            events_per_request=self.settings.events_per_request,
+            backfill_after_hours=self.settings.backfill_after_hours,
+            profile_check=self.settings.profile_check,
+        )
+
+    def profile_importer(self) -> ProfileImporter:
+        return ProfileImporter(
+            client=self.client,
+            ledger=self.ledger,
+            record=self.record,
+            left_out=self.summary.add_left_out,
+            profiles_per_job=self.settings.profiles_per_job,
+            job_timeout_seconds=self.settings.job_timeout_seconds,
+            job_poll_seconds=self.settings.job_poll_seconds,
+        )
+
+    def restock_applier(self) -> RestockApplier:
+        """An applier for the run (it settles restocks a crash left pending on its first batch)."""
+        return RestockApplier(
+            client=self.client,
+            ledger=self.ledger,
+            record=self.record,
+            variants_per_job=self.settings.variants_per_job,
+            job_timeout_seconds=self.settings.job_timeout_seconds,
+            job_poll_seconds=self.settings.job_poll_seconds,
+        )

@@ -9,13 +9,14 @@ no pointer says which entry is at fault, the request is halved until the culprit
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from target_klaviyo.bounds import OUT_OF_BOUNDS
-from target_klaviyo.client import encode, error_entries
+from target_klaviyo.client import KlaviyoClient, encode, error_entries
 from target_klaviyo.integrity import NEW_PROFILE, SUPPRESSED_PROFILE, ProfileCheck
 from target_klaviyo.ledger import (
     ACCEPTED,
@@ -31,13 +32,13 @@ from target_klaviyo.profiles import (
     ATTRIBUTE_FIELDS,
     IDENTITY_FIELDS,
     MergedUpdate,
+    PendingProfiles,
+    ProfileLedger,
     apply_ordering,
     identity_key,
     remember_applied,
 )
-
-if TYPE_CHECKING:
-    from target_klaviyo.delivery import Delivery
+from target_klaviyo.recording import Record
 
 STREAM = "klaviyo_events"
 MAX_REQUEST_BYTES = 5 * 1024 * 1024
@@ -127,11 +128,70 @@ def oversized_string(value: Any, path: str = "") -> str | None:
     return None
 
 
-class EventSender:
-    """Delivers one batch of event records."""
+class EventLedger(ProfileLedger, Protocol):
+    """What events read and write of the ledger: earlier acceptances, and riding updates'."""
 
-    def __init__(self, delivery: Delivery) -> None:
-        self.delivery = delivery
+    def already_accepted(
+        self, stream: str, keys: Sequence[str]
+    ) -> set[tuple[str, str | None, str | None]]: ...
+
+
+class Spawn(Protocol):
+    """Runs one request without waiting for it (``BackgroundSender.spawn`` in a run)."""
+
+    def __call__(self, request: Callable[..., None], *args: Any) -> None: ...
+
+
+class RunKeys:
+    """Keys claimed once per run (thread-safe): an event goes out once, whatever the batches.
+
+    The ledger's "accepted earlier" check cannot see an event whose first copy is still in
+    flight in another batch of the same run: this set can.
+    """
+
+    def __init__(self) -> None:
+        self._keys: set[tuple[str, ...]] = set()
+        self._lock = threading.Lock()
+
+    def claim(self, key: tuple[str, ...]) -> bool:
+        """True the first time ``key`` is claimed in this run, False after."""
+        with self._lock:
+            if key in self._keys:
+                return False
+            self._keys.add(key)
+            return True
+
+
+class EventSender:
+    """Delivers one batch of event records.
+
+    Built with what it uses, not with the run: the client, the ledger's event and profile part,
+    where outcomes go, the run's pending profile updates (to ride on events) and claimed event
+    keys, how requests are spawned, and three settings.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: KlaviyoClient,
+        ledger: EventLedger,
+        record: Record,
+        pending_profiles: PendingProfiles,
+        events_this_run: RunKeys,
+        spawn: Spawn,
+        events_per_request: int,
+        backfill_after_hours: float,
+        profile_check: str,
+    ) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.record = record
+        self.pending_profiles = pending_profiles
+        self.events_this_run = events_this_run
+        self.spawn = spawn
+        self.events_per_request = events_per_request
+        self.backfill_after_hours = backfill_after_hours
+        self.profile_check = profile_check
         #: unique_id -> new_profile / suppressed_profile, for events sent anyway (flagged).
         self._flags: dict[str, str] = {}
 
@@ -140,13 +200,11 @@ class EventSender:
         if not fresh:
             return
         groups = self._group(fresh)
-        backfill_before = datetime.now(timezone.utc) - timedelta(
-            hours=self.delivery.settings.backfill_after_hours
-        )
-        # Requests go out concurrently on the delivery's request pool (the shared limiter paces
+        backfill_before = datetime.now(timezone.utc) - timedelta(hours=self.backfill_after_hours)
+        # Requests go out concurrently on the run's request pool (the shared limiter paces
         # them); `Delivery.background.flush()` waits for them before any STATE.
         for chunk in self._chunks(groups, backfill_before):
-            self.delivery.background.spawn(self._send, chunk, backfill_before)
+            self.spawn(self._send, chunk, backfill_before)
 
     # -- before sending ----------------------------------------------------------------------
 
@@ -167,29 +225,27 @@ class EventSender:
                 outcomes.append(event_outcome(record, REJECTED, "string_too_long", detail))
                 continue
             candidates.append(record)
-        delivered = self.delivery.ledger.already_accepted(
-            STREAM, [r["unique_id"] for r in candidates]
-        )
+        delivered = self.ledger.already_accepted(STREAM, [r["unique_id"] for r in candidates])
         fresh = []
         for record in candidates:
             event_key = (record["unique_id"], profile_hash(record["profile"]), record["metric"])
             if event_key in delivered:
                 outcomes.append(event_outcome(record, DEDUPLICATED, "accepted_earlier"))
-            elif not self.delivery.events_this_run.claim(event_key):
+            elif not self.events_this_run.claim(event_key):
                 # Sent (or in flight) from an earlier batch of this run: once per run.
                 outcomes.append(event_outcome(record, DEDUPLICATED, "repeated_in_run"))
             else:
                 fresh.append(record)
-        self.delivery.record(outcomes)
+        self.record(outcomes)
         return fresh
 
     def _check_profiles(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Flag (or hold) events that would create a new profile or reach a suppressed one."""
-        mode = self.delivery.settings.profile_check
+        mode = self.profile_check
         if mode == "off" or not records:
             return records
         emails = {str(r["profile"].get("email") or "").strip().lower() for r in records}
-        flags = ProfileCheck(self.delivery.client).classify(e for e in emails if e)
+        flags = ProfileCheck(self.client).classify(e for e in emails if e)
         keep, held = [], []
         for record in records:
             flag = flags.get(str(record["profile"].get("email") or "").strip().lower())
@@ -203,7 +259,7 @@ class EventSender:
             else:
                 self._flags[record["unique_id"]] = flag
                 keep.append(record)
-        self.delivery.record(held)
+        self.record(held)
         return keep
 
     def _group(self, records: list[dict[str, Any]]) -> list[ProfileGroup]:
@@ -217,14 +273,14 @@ class EventSender:
             if group is None:
                 group = groups[key] = ProfileGroup(identity=identity)
             group.events.append(record)
-        riding = self.delivery.pending_profiles.claim(set(groups))
+        riding = self.pending_profiles.claim(set(groups))
         if riding:
-            apply_ordering(self.delivery, list(riding.values()))
+            apply_ordering(self.ledger, list(riding.values()))
             phones = [p for p in (u.phone_only() for u in riding.values()) if p is not None]
             riding = {key: update.without_phone() for key, update in riding.items()}
             # A phone never rides on events (one held by another profile would cost the events):
             # it goes by profile import, after them.
-            self.delivery.pending_profiles.put_back(phones)
+            self.pending_profiles.put_back(phones)
             for key, update in riding.items():
                 groups[key].update = update
         return list(groups.values())
@@ -233,7 +289,7 @@ class EventSender:
         self, groups: list[ProfileGroup], backfill_before: datetime
     ) -> Iterator[list[ProfileGroup]]:
         """Requests of at most ``events_per_request`` events and 5 MB; a big group is split."""
-        limit = self.delivery.settings.events_per_request
+        limit = self.events_per_request
         chunk: list[ProfileGroup] = []
         count = size = 0
         for group in groups:
@@ -261,7 +317,7 @@ class EventSender:
                 },
             }
         }
-        response = self.delivery.client.request("events", body=body)
+        response = self.client.request("events", body=body)
         if response.status_code == 202:
             self._accepted(chunk)
             return
@@ -323,9 +379,9 @@ class EventSender:
                 remaining.append(ProfileGroup(group.identity, keep, group.update))
             elif group.update is not None:
                 orphans.append(group.update)
-        self.delivery.record(outcomes)
+        self.record(outcomes)
         if orphans:
-            self.delivery.pending_profiles.put_back(orphans)
+            self.pending_profiles.put_back(orphans)
         return remaining
 
     def _bisect(
@@ -361,8 +417,8 @@ class EventSender:
         riding = [g.update for g in chunk if g.update is not None]
         for update in riding:
             outcomes += update.outcomes(ACCEPTED, "sent_with_event")
-        self.delivery.record(outcomes)
-        remember_applied(self.delivery, riding)
+        self.record(outcomes)
+        remember_applied(self.ledger, riding)
 
 
 def _split(group: ProfileGroup, limit: int) -> Iterator[ProfileGroup]:

@@ -17,12 +17,12 @@ its operation is sent.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from target_klaviyo.client import KlaviyoUnavailable, encode, error_entries
+from target_klaviyo.client import KlaviyoClient, KlaviyoUnavailable, encode, error_entries
 from target_klaviyo.ledger import (
     ACCEPTED,
     APPENDED,
@@ -37,9 +37,7 @@ from target_klaviyo.ledger import (
 )
 from target_klaviyo.masking import mask_identity
 from target_klaviyo.phones import PHONE_IN_USE
-
-if TYPE_CHECKING:
-    from target_klaviyo.delivery import Delivery
+from target_klaviyo.recording import LeftOut, Record
 
 STREAM = "klaviyo_profile_updates"
 IDENTITY_FIELDS = ("email", "phone_number", "external_id")
@@ -260,27 +258,39 @@ class PendingProfiles:
             return len(self._updates)
 
 
-def apply_ordering(delivery: Delivery, updates: list[MergedUpdate]) -> None:
+class ProfileLedger(Protocol):
+    """What profile updates read and write of the ledger: update order and list memberships."""
+
+    def profile_as_of(self, hashes: Sequence[str]) -> dict[str, datetime]: ...
+
+    def set_profile_as_of(self, versions: Mapping[str, datetime]) -> None: ...
+
+    def list_states(self, hashes: Sequence[str]) -> dict[tuple[str, str, str], str]: ...
+
+    def apply_list_operations(self, changes: Iterable[ListChange]) -> None: ...
+
+
+def apply_ordering(ledger: ProfileLedger, updates: list[MergedUpdate]) -> None:
     """Drop what each profile already has (by the ledger): older properties, list operations.
 
     Properties older than the profile's newest applied update would overwrite newer ones; an
     append of a value already appended would repeat it (see the module's docstring).
     """
     hashes = [u.hash for u in updates]
-    newest = delivery.ledger.profile_as_of(hashes)
+    newest = ledger.profile_as_of(hashes)
     with_lists = [u.hash for u in updates if u.list_ops]
-    states = delivery.ledger.list_states(with_lists) if with_lists else {}
+    states = ledger.list_states(with_lists) if with_lists else {}
     for update in updates:
         update.drop_properties_older_than(newest.get(update.hash))
         update.drop_list_ops_already_applied(states)
 
 
-def remember_applied(delivery: Delivery, updates: list[MergedUpdate]) -> None:
+def remember_applied(ledger: ProfileLedger, updates: list[MergedUpdate]) -> None:
     """After Klaviyo accepted updates: their ``as_of`` order and their list memberships."""
-    delivery.ledger.set_profile_as_of(
+    ledger.set_profile_as_of(
         {u.hash: u.as_of for u in updates if u.as_of is not None and u.sets_fields}
     )
-    delivery.ledger.apply_list_operations(
+    ledger.apply_list_operations(
         ListChange(u.hash, mask_identity(u.identity), prop, value, operation)
         for u in updates
         for prop, ops in u.list_ops.items()
@@ -289,22 +299,42 @@ def remember_applied(delivery: Delivery, updates: list[MergedUpdate]) -> None:
 
 
 class ProfileImporter:
-    """Sends merged updates as bulk profile import jobs and waits for each to finish."""
+    """Sends merged updates as bulk profile import jobs and waits for each to finish.
 
-    def __init__(self, delivery: Delivery) -> None:
-        self.delivery = delivery
+    Built with what it uses (the client, the profile part of the ledger, where outcomes and
+    left-out phones go, three settings), not with the run: a replay builds it the same way.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: KlaviyoClient,
+        ledger: ProfileLedger,
+        record: Record,
+        left_out: LeftOut,
+        profiles_per_job: int,
+        job_timeout_seconds: float,
+        job_poll_seconds: float,
+    ) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.record = record
+        self.left_out = left_out
+        self.profiles_per_job = profiles_per_job
+        self.job_timeout_seconds = job_timeout_seconds
+        self.job_poll_seconds = job_poll_seconds
 
     def send(self, updates: list[MergedUpdate]) -> None:
         if not updates:
             return
-        apply_ordering(self.delivery, updates)
+        apply_ordering(self.ledger, updates)
         jobs = [(self._submit(chunk), chunk) for chunk in self._chunks(updates)]
         for job_id, chunk in jobs:
             if job_id is not None:
                 self._finish(job_id, chunk)
 
     def _chunks(self, updates: list[MergedUpdate]) -> Iterator[list[MergedUpdate]]:
-        limit = self.delivery.settings.profiles_per_job
+        limit = self.profiles_per_job
         chunk: list[MergedUpdate] = []
         size = 0
         for update in updates:
@@ -324,8 +354,8 @@ class ProfileImporter:
                 "attributes": {"profiles": {"data": [u.profile_resource() for u in chunk]}},
             }
         }
-        response = self.delivery.client.request("profile_import", body=body)
-        if response.status_code == 202 and self.delivery.client.dry_run:
+        response = self.client.request("profile_import", body=body)
+        if response.status_code == 202 and self.client.dry_run:
             self._accepted(chunk)
             return None
         if response.status_code in (200, 201, 202):
@@ -339,7 +369,7 @@ class ProfileImporter:
                     self._finish(job_id, half)
             return None
         error = error_entries(response)[0]
-        self.delivery.record(chunk[0].outcomes(REJECTED, str(error.get("code")), _detail(error)))
+        self.record(chunk[0].outcomes(REJECTED, str(error.get("code")), _detail(error)))
         return None
 
     def _finish(self, job_id: str, chunk: list[MergedUpdate]) -> None:
@@ -366,23 +396,22 @@ class ProfileImporter:
             else:
                 succeeded.append(update)
         self._accepted(succeeded)
-        self.delivery.record(outcomes)
+        self.record(outcomes)
         if resend:
             # Klaviyo has the phone on another profile: the rest of the update goes without it.
-            self.delivery.summary.add_left_out(PHONE_IN_USE, len(resend))
+            self.left_out(PHONE_IN_USE, len(resend))
             self.send([u for u in resend if u.records])
 
     def _accepted(self, updates: list[MergedUpdate]) -> None:
-        self.delivery.record([o for u in updates for o in u.outcomes(ACCEPTED)])
-        remember_applied(self.delivery, updates)
+        self.record([o for u in updates for o in u.outcomes(ACCEPTED)])
+        remember_applied(self.ledger, updates)
 
     def _wait(self, job_id: str) -> dict[str, Any]:
-        settings = self.delivery.settings
-        job = self.delivery.client.wait_for_job(
+        job = self.client.wait_for_job(
             "profile_import_job",
             job_id,
-            timeout=settings.job_timeout_seconds,
-            first_pause=settings.job_poll_seconds,
+            timeout=self.job_timeout_seconds,
+            first_pause=self.job_poll_seconds,
         )
         if job is None:
             msg = f"Klaviyo lost profile import job {job_id}; its profiles stay undelivered"
@@ -393,7 +422,7 @@ class ProfileImporter:
         """Map each import error to the profile it concerns (its index in the job)."""
         by_identity = {identity_key(u.identity): i for i, u in enumerate(chunk)}
         failed: dict[int, dict[str, Any]] = {}
-        for page in self.delivery.client.pages(
+        for page in self.client.pages(
             "profile_import_errors", path_id=job_id, what="list a job's import errors"
         ):
             for entry in page.get("data") or []:

@@ -1,7 +1,8 @@
 """One sink per input stream, checking records against target-klaviyo's own input contract.
 
-Each sink validates against ``schemas/<stream>.json`` and hands valid records to the run's
-:class:`Delivery`.
+Each sink validates against ``schemas/<stream>.json``, hands valid records to the run's
+:class:`~target_klaviyo.intake.Intake` (the phone checks), and delivers them through components
+the run's :class:`~target_klaviyo.delivery.Delivery` assembles.
 
 A record that breaks the contract is set aside in the ledger as ``invalid_record``, naming the
 field, and the run goes on (reason ``out_of_bounds`` for a length, size, range, pattern, format,
@@ -17,29 +18,25 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import fastjsonschema
 from jsonschema import Draft7Validator, FormatChecker
+from singer_sdk import Target
 from singer_sdk.helpers.conform import DatetimeErrorTreatmentEnum
 from singer_sdk.sinks import BatchSink
 from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
 from target_klaviyo.bounds import OUT_OF_BOUNDS, out_of_bounds
-from target_klaviyo.catalog import RestockApplier, restock_outcome
-from target_klaviyo.events import EventSender, event_outcome
+from target_klaviyo.catalog import restock_outcome
+from target_klaviyo.delivery import Delivery
+from target_klaviyo.events import event_outcome
+from target_klaviyo.intake import Intake
 from target_klaviyo.ledger import INVALID_RECORD, MAPPER_EXCEPTION, Outcome, as_utc, utcnow
-from target_klaviyo.phones import PHONE_INVALID, checked_phone
-from target_klaviyo.profiles import IDENTITY_FIELDS, MergedUpdate, ProfileImporter, identity_of
+from target_klaviyo.profiles import IDENTITY_FIELDS, MergedUpdate, identity_of
 from target_klaviyo.profiles import STREAM as PROFILE_STREAM
 
-if TYPE_CHECKING:
-    from target_klaviyo.delivery import Delivery
-    from target_klaviyo.target import TargetKlaviyo
-
 CONTRACTS = resources.files("target_klaviyo") / "schemas"
-#: A record whose only identifier is a phone that is not a valid number.
-INVALID_PHONE = "invalid_phone"
 
 
 @cache
@@ -150,6 +147,15 @@ def _unknown_fields(instance: Mapping[Any, Any], known: Mapping[str, Any]) -> st
     return f"unknown field{'s' if len(extra) > 1 else ''} {shown}{more} (not in the contract)"
 
 
+@runtime_checkable
+class SinkHost(Protocol):
+    """What a sink uses of its target: the run's delivery, and draining another stream first."""
+
+    delivery: Delivery
+
+    def drain_stream(self, stream_name: str) -> None: ...
+
+
 class KlaviyoSink(BatchSink):
     """Behaviour every stream shares; subclasses say how a batch is delivered."""
 
@@ -158,15 +164,19 @@ class KlaviyoSink(BatchSink):
 
     def __init__(
         self,
-        target: TargetKlaviyo,
+        target: Target,
         stream_name: str,
         schema: dict[str, Any],
         key_properties: list[str] | None,
     ) -> None:
         # The target's own contract replaces the SCHEMA message's schema, and keys are ours.
         super().__init__(target, stream_name, contract(stream_name), [])
-        self.delivery: Delivery = target.delivery
+        if not isinstance(target, SinkHost):
+            msg = f"{type(self).__name__} delivers through a target with a delivery (TargetKlaviyo)"
+            raise TypeError(msg)
+        self.delivery = target.delivery
         self.target = target
+        self.intake = run_intake(self.delivery)
 
     def get_validator(self) -> ContractValidator:
         self.contract_validator = ContractValidator(self.schema, self.stream_name)
@@ -206,28 +216,12 @@ class KlaviyoSink(BatchSink):
                 problem,
             )
             return
-        self.accept(record, context)
+        admitted = self.intake.admit(self.stream_name, record)
+        if admitted is not None:
+            self.accept(admitted, context)
 
     def accept(self, record: dict[str, Any], context: dict[str, Any]) -> None:
         context.setdefault("records", []).append(record)
-
-    def phone_checked(
-        self, record: dict[str, Any], holder: Mapping[str, Any]
-    ) -> dict[str, Any] | None:
-        """``holder`` (the record or its profile) with a valid phone in E.164, or without it.
-
-        A phone that is not a valid number is left out and counted (phones.py); a record left
-        with no identifier at all is set aside as ``invalid_phone`` (None is returned).
-        """
-        checked, left_out = checked_phone(holder)
-        if not left_out:
-            return checked
-        self.delivery.summary.add_left_out(PHONE_INVALID)
-        if identity_of(checked):
-            return checked
-        detail = "phone_number: not a valid phone number (E.164), and no other identifier"
-        self.delivery.record([self.invalid(record, detail, INVALID_PHONE)])
-        return None
 
     def process_batch(self, context: dict[str, Any]) -> None:
         records = context.get("records") or []
@@ -237,33 +231,19 @@ class KlaviyoSink(BatchSink):
     def deliver(self, records: list[dict[str, Any]]) -> None:
         raise NotImplementedError
 
-    def readable(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """The invalid ``record`` with what an outcome reads (times, identifiers) made safe.
-
-        A record that broke the contract may hold anything there, a number for a time or a
-        string for the profile: recording why it is invalid must not fail on the same values.
-        Those become None (the outcome's payload stays the record as it came).
-        """
-        safe = dict(record)
-        for name, spec in self.schema["properties"].items():
-            value = safe.get(name)
-            if spec.get("format") == "date-time" and value is not None and not _is_time(value):
-                safe[name] = None
-        for name in IDENTITY_FIELDS:
-            if not isinstance(safe.get(name), str):
-                safe.pop(name, None)
-        profile = safe.get("profile")
-        if profile is not None:
-            profile = profile if isinstance(profile, Mapping) else {}
-            safe["profile"] = {k: v for k, v in profile.items() if isinstance(v, str)}
-        return safe
-
     def invalid(
         self, record: dict[str, Any], problem: str, reason: str = INVALID_RECORD
     ) -> Outcome:
+        return invalid_outcome(self.stream_name, record, problem, reason)
+
+    @classmethod
+    def outcome_of_invalid(
+        cls, stream: str, record: dict[str, Any], problem: str, reason: str
+    ) -> Outcome:
+        """The outcome of a record of ``stream`` set aside as invalid (subclasses add more)."""
         return Outcome(
-            stream=self.stream_name,
-            record_key=str(record.get(self.record_key) or "(missing)"),
+            stream=stream,
+            record_key=str(record.get(cls.record_key) or "(missing)"),
             outcome=INVALID_RECORD,
             reason=reason,
             detail=problem,
@@ -272,25 +252,55 @@ class KlaviyoSink(BatchSink):
         )
 
 
+def readable(stream: str, record: Mapping[str, Any]) -> dict[str, Any]:
+    """The invalid ``record`` with what an outcome reads (times, identifiers) made safe.
+
+    A record that broke the contract may hold anything there, a number for a time or a
+    string for the profile: recording why it is invalid must not fail on the same values.
+    Those become None (the outcome's payload stays the record as it came).
+    """
+    safe = dict(record)
+    for name, spec in contract(stream)["properties"].items():
+        value = safe.get(name)
+        if spec.get("format") == "date-time" and value is not None and not _is_time(value):
+            safe[name] = None
+    for name in IDENTITY_FIELDS:
+        if not isinstance(safe.get(name), str):
+            safe.pop(name, None)
+    profile = safe.get("profile")
+    if profile is not None:
+        profile = profile if isinstance(profile, Mapping) else {}
+        safe["profile"] = {k: v for k, v in profile.items() if isinstance(v, str)}
+    return safe
+
+
+def invalid_outcome(
+    stream: str, record: dict[str, Any], problem: str, reason: str = INVALID_RECORD
+) -> Outcome:
+    """The outcome of a ``stream`` record set aside as invalid, as a run records it."""
+    return SINKS[stream].outcome_of_invalid(stream, record, problem, reason)
+
+
+def run_intake(delivery: Delivery) -> Intake:
+    """The checks between the contract and delivery, as a run (and a replay) makes them."""
+    return Intake(
+        record=delivery.record, left_out=delivery.summary.add_left_out, invalid=invalid_outcome
+    )
+
+
 class EventsSink(KlaviyoSink):
     """``klaviyo_events``: bulk event create jobs."""
 
     record_key = "unique_id"
 
-    def accept(self, record: dict[str, Any], context: dict[str, Any]) -> None:
-        profile = record.get("profile") or {}
-        checked = self.phone_checked(record, profile)
-        if checked is not None:
-            fixed = record if checked == profile else {**record, "profile": checked}
-            context.setdefault("records", []).append(fixed)
-
     def deliver(self, records: list[dict[str, Any]]) -> None:
-        self.delivery.background.submit(EventSender(self.delivery).send, records)
+        self.delivery.background.submit(self.delivery.event_sender().send, records)
 
-    def invalid(
-        self, record: dict[str, Any], problem: str, reason: str = INVALID_RECORD
+    @classmethod
+    def outcome_of_invalid(
+        cls, stream: str, record: dict[str, Any], problem: str, reason: str
     ) -> Outcome:
-        outcome = event_outcome(self.readable(record), INVALID_RECORD, reason, problem)
+        outcome = event_outcome(readable(stream, record), INVALID_RECORD, reason, problem)
         outcome.record_key = str(record.get("unique_id") or "(missing)")
         outcome.payload = record
         return outcome
@@ -302,20 +312,19 @@ class ProfileUpdatesSink(KlaviyoSink):
     record_key = "update_id"
 
     def accept(self, record: dict[str, Any], context: dict[str, Any]) -> None:
-        checked = self.phone_checked(record, record)
-        if checked is not None:
-            self.delivery.pending_profiles.add(checked)
+        self.delivery.pending_profiles.add(record)
 
     def process_batch(self, context: dict[str, Any]) -> None:
         # Events first, so that updates can ride on their profile's events.
         self.target.drain_stream("klaviyo_events")
         self.delivery.background.flush()
-        ProfileImporter(self.delivery).send(self.delivery.pending_profiles.claim_all())
+        self.delivery.profile_importer().send(self.delivery.pending_profiles.claim_all())
 
-    def invalid(
-        self, record: dict[str, Any], problem: str, reason: str = INVALID_RECORD
+    @classmethod
+    def outcome_of_invalid(
+        cls, stream: str, record: dict[str, Any], problem: str, reason: str
     ) -> Outcome:
-        merged = MergedUpdate(identity=identity_of(self.readable(record)))
+        merged = MergedUpdate(identity=identity_of(readable(stream, record)))
         merged.records.append(record)
         return Outcome(
             stream=PROFILE_STREAM,
@@ -336,15 +345,16 @@ class CatalogVariantsSink(KlaviyoSink):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.applier = RestockApplier(self.delivery)
+        self.applier = self.delivery.restock_applier()
 
     def deliver(self, records: list[dict[str, Any]]) -> None:
         self.applier.send(records)
 
-    def invalid(
-        self, record: dict[str, Any], problem: str, reason: str = INVALID_RECORD
+    @classmethod
+    def outcome_of_invalid(
+        cls, stream: str, record: dict[str, Any], problem: str, reason: str
     ) -> Outcome:
-        outcome = restock_outcome(self.readable(record), INVALID_RECORD, reason, problem)
+        outcome = restock_outcome(readable(stream, record), INVALID_RECORD, reason, problem)
         outcome.record_key = str(record.get("restock_key") or "(missing)")
         outcome.payload = record
         return outcome
