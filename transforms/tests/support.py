@@ -1,26 +1,88 @@
-"""Fixtures of the mapper tests: mapping files written on the fly, records shaped like Swap's."""
+"""Helpers of the mapper's tests: where the plugin's files are, records shaped like Swap's.
+
+Everything is found relative to this file (the plugin's folder), so the tests run from a copy of
+`transforms/` alone (scripts/test-plugins.sh). Fixtures are in conftest.py.
+"""
 
 from __future__ import annotations
 
 import copy
+import io
 import json
-import textwrap
+import os
+import sys
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from singer_sdk.contrib.msgspec import encoder
 
-from emulators.swap import SwapEmulator
-from swap_transforms.engine import MappingEngine
-from swap_transforms.source_check import load_sources
-from tests.support.shared import REPO, SWAP_NOW
+from emulators.pytest_plugin import SWAP_NOW
+from swap_transforms.mapper import SwapTransformsMapper
 
-TRANSFORMS = REPO / "transforms"
+#: The plugin's folder: its mapping files, schemas, samples and the tap's source schemas.
+TRANSFORMS = Path(__file__).resolve().parents[1]
 DEFAULT_MAPPING = TRANSFORMS / "swap_to_klaviyo.yml"
-TARGET_SCHEMAS = REPO / "target-klaviyo" / "target_klaviyo" / "schemas"
+#: The target's input contract as the mapper ships it: byte-identical copies of target-klaviyo's
+#: schemas (the project's tests/test_contract_copies.py checks that they are).
+CONTRACT_SCHEMAS = TRANSFORMS / "schemas"
+#: The tap's discovered schemas as the mapper ships them (the project's tests check them current).
+SOURCE_SCHEMAS = TRANSFORMS / "sources" / "tap-swapcommerce"
 FIXED_NOW = "2026-06-01T12:00:00Z"
+#: Swap's API contract: SWAP_KLAVIYO_SHARED, else ../shared beside the repository holding the
+#: plugin (absent when the plugin's folder is tested alone: then set the variable).
+SHARED = Path(os.environ.get("SWAP_KLAVIYO_SHARED") or TRANSFORMS.parent.parent / "shared")
+
+#: ``SWAP_NOW``: the fixed end of the Swap data set's history (the emulators' ``swap`` fixture).
+__all__ = [
+    "CONTRACT_SCHEMAS",
+    "DEFAULT_MAPPING",
+    "FIXED_NOW",
+    "OUTPUTS",
+    "SHARED",
+    "SOURCE_SCHEMAS",
+    "SWAP_NOW",
+    "SWAP_TRANSFORMS",
+    "TRANSFORMS",
+    "MappingWriter",
+    "a_return",
+    "as_sdk_record",
+    "bookmark",
+    "clock",
+    "exceptions",
+    "items_of",
+    "lines",
+    "record",
+    "run",
+    "schema",
+    "shared_file",
+    "started",
+    "state",
+    "states",
+    "with_items",
+]
+
+MappingWriter = Callable[..., Path]
+
+
+def shared_file(name: str) -> Path:
+    """A file of the shared reference material: in CI a missing one fails, elsewhere it skips.
+
+    A developer testing the plugin alone may not have the project's reference files; CI has
+    them, so there the test must not pass by skipping.
+    """
+    path = SHARED / name
+    if not path.exists():
+        message = (
+            f"{path} is missing: set SWAP_KLAVIYO_SHARED to the folder of the shared reference "
+            "material (the Swap API contract)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 def as_sdk_record(record: Any) -> Any:
@@ -120,40 +182,6 @@ def with_items(record: dict[str, Any], *changes: dict[str, Any]) -> dict[str, An
     return changed
 
 
-@pytest.fixture(scope="session")
-def default_engine() -> MappingEngine:
-    # With the tap's schemas, as preview and the mapping tests load it.
-    return MappingEngine.from_files([str(DEFAULT_MAPPING)], clock=clock, sources=load_sources())
-
-
-@pytest.fixture(scope="session")
-def emulator_returns() -> list[dict[str, Any]]:
-    """Realistic returns in every lifecycle stage, from the Swap emulator's data set."""
-    with SwapEmulator(
-        returns=400, seed=7, now=SWAP_NOW, api_key="k", store_id="s", rate_limit_per_minute=None
-    ) as swap:
-        return [as_sdk_record(record) for record in swap.all_returns()]
-
-
-MappingWriter = Callable[..., Path]
-
-
-@pytest.fixture
-def write_mapping(tmp_path: Path) -> MappingWriter:
-    """Writes a mapping file (dedented) beside copies of the default output schemas."""
-    schemas = tmp_path / "schemas"
-    schemas.mkdir()
-    for schema in (TRANSFORMS / "schemas").glob("*.json"):
-        (schemas / schema.name).write_text(schema.read_text())
-
-    def write(text: str, name: str = "mapping.yml") -> Path:
-        path = tmp_path / name
-        path.write_text(textwrap.dedent(text).lstrip("\n"))
-        return path
-
-    return write
-
-
 OUTPUTS = """\
     version: 1
     outputs:
@@ -168,18 +196,63 @@ OUTPUTS = """\
 """
 
 
-@pytest.fixture
-def engine_for(write_mapping: MappingWriter, tmp_path: Path) -> Callable[[str], MappingEngine]:
-    """An engine for a mapping body (its `definitions`/`streams` part) with standard outputs.
+# Singer messages, and the mapper run on them.
 
-    The `plain` output accepts any object with an `id`, for tests of values and types.
-    """
-    (tmp_path / "schemas" / "plain.json").write_text(
-        json.dumps({"type": "object", "properties": {"id": {}}, "required": ["id"]})
-    )
+#: The installed console script (beside the interpreter running the tests).
+SWAP_TRANSFORMS = Path(sys.executable).parent / "swap-transforms"
 
-    def build(body: str) -> MappingEngine:
-        path = write_mapping(textwrap.dedent(OUTPUTS) + textwrap.dedent(body))
-        return MappingEngine.from_files([str(path)], clock=clock)
 
-    return build
+def schema(stream: str) -> dict[str, Any]:
+    return {"type": "SCHEMA", "stream": stream, "schema": {"type": "object"}, "key_properties": []}
+
+
+def record(stream: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "RECORD", "stream": stream, "record": data}
+
+
+def state(value: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "STATE", "value": value}
+
+
+def lines(*messages: dict[str, Any]) -> str:
+    """Singer lines as a tap writes them (Decimal amounts as JSON numbers)."""
+    return "".join(encoder.encode(message).decode() + "\n" for message in messages)
+
+
+def run(
+    capsysbinary: pytest.CaptureFixture[bytes], text: str, **config: Any
+) -> list[dict[str, Any]]:
+    """The default mapping run in this process over Singer `text`: the messages it writes."""
+    mapper = SwapTransformsMapper(config={"mapping_files": [str(DEFAULT_MAPPING)], **config})
+    capsysbinary.readouterr()
+    mapper.listen(io.StringIO(text))
+    out = capsysbinary.readouterr().out.decode()
+    return [json.loads(line, parse_float=Decimal) for line in out.splitlines()]
+
+
+def bookmark(value: str) -> dict[str, Any]:
+    return state({"bookmarks": {"returns": {"replication_key_value": value}}})
+
+
+def started(out: list[dict[str, Any]]) -> list[str]:
+    return [
+        m["record"]["source_id"]
+        for m in out
+        if m["type"] == "RECORD" and m["record"].get("metric") == "Return Started"
+    ]
+
+
+def exceptions(out: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        m["record"]
+        for m in out
+        if m["type"] == "RECORD" and m["stream"] == "integration_exceptions"
+    ]
+
+
+def states(out: list[dict[str, Any]]) -> list[str]:
+    return [
+        m["value"]["bookmarks"]["returns"]["replication_key_value"]
+        for m in out
+        if m["type"] == "STATE"
+    ]

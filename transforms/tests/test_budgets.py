@@ -23,7 +23,7 @@ import pytest
 from swap_transforms import budgets
 from swap_transforms.engine import MappingEngine
 from swap_transforms.sandbox import Expression, Scope, parse_expression
-from tests.support.mapping import OUTPUTS, MappingWriter, a_return
+from tests.support import OUTPUTS, MappingWriter, a_return
 
 EngineFor = Callable[[str], MappingEngine]
 SWAP_TRANSFORMS = Path(sys.executable).parent / "swap-transforms"

@@ -1,10 +1,11 @@
 """Contract: what the default mapping emits is what target-klaviyo accepts.
 
-The target owns its input schemas (target-klaviyo/target_klaviyo/schemas); the mapper declares
-byte-identical copies (tests/test_contract_copies.py) and refuses at load any other output. Every
-record the default mapping emits over the Swap emulator's data, and over the edge-case
-records of these tests, must validate against the target's schema of its stream, date-time
-formats included.
+The target owns its input schemas (target-klaviyo/target_klaviyo/schemas); the mapper ships
+byte-identical copies in schemas/ (the project's tests/test_contract_copies.py checks them: these
+tests read the copies, so that they run with the mapper alone) and refuses at load any other
+output. Every record the default mapping emits over the Swap emulator's data, and over the
+edge-case records of these tests, must validate against the contract's schema of its stream,
+date-time formats included.
 """
 
 from __future__ import annotations
@@ -21,23 +22,23 @@ from swap_transforms.contract import Contract
 from swap_transforms.engine import MappingEngine
 from swap_transforms.errors import MappingFileError
 from swap_transforms.mapper import SwapTransformsMapper
-from tests.support.mapping import (
+from tests.support import (
+    CONTRACT_SCHEMAS,
     DEFAULT_MAPPING,
-    TARGET_SCHEMAS,
+    SWAP_NOW,
     TRANSFORMS,
     MappingWriter,
     a_return,
     as_sdk_record,
     with_items,
 )
-from tests.support.shared import SWAP_NOW
 
 
 def target_validators() -> dict[str, Any]:
-    if not TARGET_SCHEMAS.is_dir():
-        pytest.fail(f"{TARGET_SCHEMAS} is missing: the target's input contract is needed here")
+    if not CONTRACT_SCHEMAS.is_dir():
+        pytest.fail(f"{CONTRACT_SCHEMAS} is missing: the target's input contract is needed here")
     validators = {}
-    for path in sorted(TARGET_SCHEMAS.glob("*.json")):
+    for path in sorted(CONTRACT_SCHEMAS.glob("*.json")):
         schema = json.loads(path.read_text())
         validator_class = jsonschema.validators.validator_for(schema)
         validator_class.check_schema(schema)
@@ -67,12 +68,12 @@ def assert_accepted(validators: dict[str, Any], outputs: list[tuple[str, dict[st
 
 
 def test_the_mapping_declares_exactly_the_target_streams(default_engine: MappingEngine) -> None:
-    assert set(default_engine.outputs) == {path.stem for path in TARGET_SCHEMAS.glob("*.json")}
+    assert set(default_engine.outputs) == {path.stem for path in CONTRACT_SCHEMAS.glob("*.json")}
 
 
 def test_declared_schemas_require_what_the_target_requires(default_engine: MappingEngine) -> None:
     for name, output in default_engine.outputs.items():
-        target = json.loads((TARGET_SCHEMAS / f"{name}.json").read_text())
+        target = json.loads((CONTRACT_SCHEMAS / f"{name}.json").read_text())
         assert set(target["properties"]) <= set(output.schema["properties"]), name
         assert set(target["required"]) <= set(output.schema["required"]), name
         assert set(output.key_properties) <= set(target["required"]), name

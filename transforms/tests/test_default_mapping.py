@@ -19,8 +19,7 @@ from typing import Any
 from emulators.swap import SwapEmulator
 from swap_transforms.engine import MappingEngine
 from swap_transforms.mapping_tests import map_by_rule
-from tests.support.mapping import as_sdk_record
-from tests.support.shared import SWAP_NOW, shared_file
+from tests.support import SWAP_NOW, as_sdk_record, shared_file
 
 Outputs = list[tuple[str, dict[str, Any]]]
 EVENTS = "klaviyo_events"  # the target's stream names are its contract, not the mapping's

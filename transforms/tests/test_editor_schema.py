@@ -17,8 +17,7 @@ import pytest
 import yaml
 
 from swap_transforms import editor_schema
-from tests.support.mapping import DEFAULT_MAPPING, TRANSFORMS
-from tests.support.shared import REPO
+from tests.support import DEFAULT_MAPPING, TRANSFORMS
 
 MODELINE = re.compile(r"^# yaml-language-server: \$schema=(\S+)$")
 
@@ -61,9 +60,6 @@ def test_each_file_names_its_schema_and_passes_it(path: Path) -> None:
     schema = (path.parent / match.group(1)).resolve()
     assert schema.is_file(), schema
     assert problems(schema, yaml.safe_load(path.read_text())) == []
-    settings = json.loads((REPO / ".vscode" / "settings.json").read_text())
-    patterns = {(REPO / name).resolve(): globs for name, globs in settings["yaml.schemas"].items()}
-    assert any(path.relative_to(REPO).match(glob) for glob in patterns[schema]), path
 
 
 def test_the_mapping_schema_knows_the_targets_fields() -> None:

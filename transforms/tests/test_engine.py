@@ -13,7 +13,15 @@ import pytest
 from swap_transforms.engine import MappingEngine, mask
 from swap_transforms.errors import MappingFileError
 from swap_transforms.helpers import stable_hash
-from tests.support.mapping import FIXED_NOW, MappingWriter, a_return, as_sdk_record, clock
+from tests.support import (
+    DEFAULT_MAPPING,
+    FIXED_NOW,
+    TRANSFORMS,
+    MappingWriter,
+    a_return,
+    as_sdk_record,
+    clock,
+)
 
 EngineFor = Callable[[str], MappingEngine]
 
@@ -557,9 +565,7 @@ def test_two_mapping_files_run_in_order(write_mapping: MappingWriter) -> None:
 
 
 def test_key_and_exception_streams() -> None:
-    engine = MappingEngine.from_files(
-        [str(Path(__file__).parents[2] / "transforms" / "swap_to_klaviyo.yml")], clock=clock
-    )
+    engine = MappingEngine.from_files([str(DEFAULT_MAPPING)], clock=clock)
     assert engine.exception_streams == frozenset({"integration_exceptions"})
     assert engine.key_of("returns", as_sdk_record({"return_id": 7})) == "7"
     assert engine.key_of("returns", {}) is None
@@ -567,7 +573,7 @@ def test_key_and_exception_streams() -> None:
 
 
 def test_the_readme_example_loads_and_runs(tmp_path: Path) -> None:
-    transforms = Path(__file__).parents[2] / "transforms"
+    transforms = TRANSFORMS
     readme = (transforms / "README.md").read_text()
     example = readme.split("## The mapping file format", 1)[1].split("```yaml\n", 1)[1]
     example = example.split("```", 1)[0]

@@ -13,7 +13,7 @@ from jinja2.runtime import Undefined
 
 from swap_transforms import helpers
 from swap_transforms.sandbox import ENVIRONMENT, Expression, Scope, parse_expression
-from tests.support.mapping import a_return, items_of
+from tests.support import a_return, items_of
 
 
 @pytest.mark.parametrize(

@@ -7,20 +7,15 @@ target, its ledger, Meltano's state (the bookmark) nor the run lock is involved.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from emulators.swap import SwapEmulator
 from swap_transforms.history import main as history_main
-from tests.support.mapping import TRANSFORMS
-from tests.support.shared import REPO, SWAP_NOW
-from tests.webhooks.support import emulator_env, isolated_meltano
+from tests.support import TRANSFORMS
 
 BIN = Path(sys.executable).parent
 SAMPLE = TRANSFORMS / "samples" / "returns.jsonl"
@@ -101,61 +96,3 @@ def test_the_committed_mapping_comes_from_git(
     status, out = history(capsys, "--since", "2026-01-01", "--input", str(SAMPLE))
     assert status == 2
     assert "cannot read the committed mapping at git HEAD: give it with --base FILE" in out
-
-
-@pytest.mark.slow
-def test_reads_the_window_from_the_tap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    mine = changed_copy(tmp_path)
-    with SwapEmulator(
-        returns=60, seed=11, now=SWAP_NOW, api_key="k", store_id="s", rate_limit_per_minute=None
-    ) as swap:
-        since = "2026-05-01T00:00:00Z"
-        expected = sum(1 for r in swap.all_returns() if r["date_updated"] >= since)
-        config = tmp_path / "tap.json"
-        config.write_text(json.dumps({"api_url": swap.url, "api_key": "k", "store_id": "s"}))
-        tap = f"{BIN / 'tap-swapcommerce'} --config {config} --config ENV"
-        status, out = history(
-            capsys,
-            *("--mapping", str(mine), "--base", str(TRANSFORMS / "swap_to_klaviyo.yml")),
-            *("--since", since, "--tap-command", tap),
-        )
-    assert status == 0, out
-    assert 0 < expected < 60
-    assert f".. now: {expected} mapped\n" in out
-    assert "  removed: Return Started " in out
-
-
-@pytest.mark.meltano
-@pytest.mark.slow
-def test_under_meltano_without_bookmark_lock_or_ledger(tmp_path: Path) -> None:
-    mine = changed_copy(tmp_path)
-    with (
-        SwapEmulator(returns=30, seed=11, now=SWAP_NOW, rate_limit_per_minute=None) as swap,
-        isolated_meltano(tmp_path) as meltano_env,
-    ):
-        env = {**os.environ, **emulator_env(swap, "http://127.0.0.1:9", "pk_unused"), **meltano_env}
-        result = subprocess.run(
-            [
-                str(BIN / "meltano"),
-                "invoke",
-                "swap-transforms:history",
-                "--mapping",
-                str(mine),
-                "--since",
-                "2026-01-01",
-            ],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=600,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert ".. now: 30 mapped\n" in result.stdout
-        assert "  changed fields: metric " in result.stdout
-        database = Path(meltano_env["MELTANO_SYS_DIR_ROOT"]) / "meltano.db"
-        with sqlite3.connect(database) as db:
-            assert db.execute("SELECT count(*) FROM state").fetchone() == (0,)
-            assert db.execute("SELECT count(*) FROM runs").fetchone() == (0,)
-        assert not (tmp_path / "ledger.sqlite").exists()

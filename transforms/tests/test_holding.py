@@ -8,10 +8,7 @@ and does not hold; a rule named in `tolerated_rules` is set aside as `tolerated_
 
 from __future__ import annotations
 
-import io
-import json
 import logging
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,52 +16,25 @@ import pytest
 
 from swap_transforms.errors import MappingFileError
 from swap_transforms.mapper import SwapTransformsMapper
-from tests.support.mapping import DEFAULT_MAPPING, MappingWriter, a_return
-from tests.transforms.test_mapper import lines, record, schema, state
-
-
-def run(
-    capsysbinary: pytest.CaptureFixture[bytes], text: str, **config: Any
-) -> list[dict[str, Any]]:
-    mapper = SwapTransformsMapper(config={"mapping_files": [str(DEFAULT_MAPPING)], **config})
-    capsysbinary.readouterr()
-    mapper.listen(io.StringIO(text))
-    out = capsysbinary.readouterr().out.decode()
-    return [json.loads(line, parse_float=Decimal) for line in out.splitlines()]
+from tests.support import (
+    DEFAULT_MAPPING,
+    MappingWriter,
+    a_return,
+    bookmark,
+    exceptions,
+    lines,
+    record,
+    run,
+    schema,
+    started,
+    states,
+)
 
 
 def rule_line(name: str) -> int:
     """The line of a rule of the default mapping (analysts move rules around)."""
     text = DEFAULT_MAPPING.read_text().splitlines()
     return next(number for number, line in enumerate(text, 1) if line.strip() == f"- name: {name}")
-
-
-def bookmark(value: str) -> dict[str, Any]:
-    return state({"bookmarks": {"returns": {"replication_key_value": value}}})
-
-
-def started(out: list[dict[str, Any]]) -> list[str]:
-    return [
-        m["record"]["source_id"]
-        for m in out
-        if m["type"] == "RECORD" and m["record"].get("metric") == "Return Started"
-    ]
-
-
-def exceptions(out: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        m["record"]
-        for m in out
-        if m["type"] == "RECORD" and m["stream"] == "integration_exceptions"
-    ]
-
-
-def states(out: list[dict[str, Any]]) -> list[str]:
-    return [
-        m["value"]["bookmarks"]["returns"]["replication_key_value"]
-        for m in out
-        if m["type"] == "STATE"
-    ]
 
 
 #: `total` as text: `money` fails, so rule return_started is a mapping_error for this return.

@@ -9,7 +9,6 @@ import os
 import queue
 import re
 import subprocess
-import sys
 import threading
 import time
 from decimal import Decimal
@@ -17,31 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from singer_sdk.contrib.msgspec import MsgSpecWriter, encoder
+from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from swap_transforms.mapper import PrivateMsgSpecReader, SwapTransformsMapper
-from tests.support.mapping import DEFAULT_MAPPING, TRANSFORMS, a_return
-
-SWAP_TRANSFORMS = Path(sys.executable).parent / "swap-transforms"
-
-
-def schema(stream: str) -> dict[str, Any]:
-    return {"type": "SCHEMA", "stream": stream, "schema": {"type": "object"}, "key_properties": []}
-
-
-def record(stream: str, data: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "RECORD", "stream": stream, "record": data}
-
-
-def state(value: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "STATE", "value": value}
-
-
-def lines(*messages: dict[str, Any]) -> str:
-    """Singer lines as a tap writes them (Decimal amounts as JSON numbers)."""
-    return "".join(encoder.encode(message).decode() + "\n" for message in messages)
+from tests.support import (
+    DEFAULT_MAPPING,
+    SWAP_TRANSFORMS,
+    TRANSFORMS,
+    a_return,
+    lines,
+    record,
+    schema,
+    state,
+)
 
 
 def run_in_process(text: str, capsysbinary: pytest.CaptureFixture[bytes]) -> list[dict[str, Any]]:

@@ -12,11 +12,9 @@ from typing import Any
 import pytest
 from singer_sdk.contrib.msgspec import encoder
 
-from emulators.swap import SwapEmulator
 from swap_transforms.engine import MappingEngine
 from swap_transforms.preview import main as preview_main
-from tests.support.mapping import DEFAULT_MAPPING, MappingWriter, a_return, with_items
-from tests.support.shared import SWAP_NOW
+from tests.support import DEFAULT_MAPPING, MappingWriter, a_return, with_items
 
 BIN = Path(sys.executable).parent
 PREVIEW = BIN / "swap-transforms-preview"
@@ -220,40 +218,3 @@ def test_bad_mapping_and_bad_input(write_mapping: MappingWriter, tmp_path: Path)
     result = preview(str(tmp_path / "absent.json"))
     assert result.returncode == 1
     assert "absent.json" in result.stderr
-
-
-def test_piped_from_the_real_tap(tmp_path: Path) -> None:
-    with SwapEmulator(
-        returns=25, seed=13, now=SWAP_NOW, api_key="k", store_id="s", rate_limit_per_minute=None
-    ) as swap:
-        config = tmp_path / "tap.json"
-        config.write_text(
-            json.dumps(
-                {
-                    "api_url": swap.url,
-                    "api_key": "k",
-                    "store_id": "s",
-                    "start_date": "2020-01-01T00:00:00Z",
-                }
-            )
-        )
-        with subprocess.Popen(
-            [str(BIN / "tap-swapcommerce"), "--config", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        ) as tap:
-            assert tap.stdout is not None
-            result = subprocess.run(
-                [str(PREVIEW), "--mapping", str(DEFAULT_MAPPING), "-"],
-                stdin=tap.stdout,
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=120,
-            )
-            tap.stdout.close()
-            assert tap.wait(timeout=120) == 0
-    assert result.returncode == 0, result.stderr
-    summary = result.stdout.strip().splitlines()[-1]
-    assert summary.startswith("Summary: 25 source record(s); ")
-    assert result.stdout.count("  event     Return Started ") >= 20

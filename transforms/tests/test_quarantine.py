@@ -17,9 +17,19 @@ from typing import Any
 import pytest
 from singer_sdk.contrib.msgspec import encoder
 
-from tests.support.mapping import DEFAULT_MAPPING, a_return
-from tests.transforms.test_holding import bookmark, exceptions, run, started, states
-from tests.transforms.test_mapper import SWAP_TRANSFORMS, lines, record, schema
+from tests.support import (
+    DEFAULT_MAPPING,
+    SWAP_TRANSFORMS,
+    a_return,
+    bookmark,
+    exceptions,
+    lines,
+    record,
+    run,
+    schema,
+    started,
+    states,
+)
 
 EMAIL = "zoe.secret@example.org"
 

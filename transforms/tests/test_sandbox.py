@@ -15,7 +15,7 @@ from markupsafe import Markup
 from swap_transforms.engine import MappingEngine
 from swap_transforms.errors import MappingFileError
 from swap_transforms.sandbox import Expression, MappingEnvironment, Scope, parse_expression
-from tests.support.mapping import a_return
+from tests.support import a_return
 
 EngineFor = Callable[[str], MappingEngine]
 

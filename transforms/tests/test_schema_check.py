@@ -16,7 +16,7 @@ from markupsafe import Markup
 from swap_transforms.engine import MappingEngine
 from swap_transforms.schema_check import compile_quick_check, validator_regexes
 from swap_transforms.values import check_native
-from tests.support.mapping import TRANSFORMS
+from tests.support import TRANSFORMS
 
 SCHEMAS = sorted((TRANSFORMS / "schemas").glob("*.json"))
 

@@ -11,7 +11,7 @@ import pytest
 
 from swap_transforms.engine import MappingEngine
 from swap_transforms.errors import MappingFileError
-from tests.support.mapping import MappingWriter
+from tests.support import MappingWriter
 
 HEADER = """\
 version: 1

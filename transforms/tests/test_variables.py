@@ -18,7 +18,7 @@ import pytest
 
 from swap_transforms.engine import MappingEngine
 from swap_transforms.errors import MappingFileError
-from tests.support.mapping import DEFAULT_MAPPING, OUTPUTS, MappingWriter, a_return, clock
+from tests.support import DEFAULT_MAPPING, OUTPUTS, MappingWriter, a_return, clock
 
 CUSTOMER_BLOCK = ("phone_number", "first_name", "last_name", "organization", "location")
 NEW_METRICS = {"Returned Product", "Return Shipped", "Exchange Created", "Store Credit Issued"}
