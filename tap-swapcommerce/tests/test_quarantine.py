@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from emulators.swap import RawJSON, SwapEmulator
 from tap_swapcommerce.pages import read_page
-from tests.tap.test_tap import Sync, config_for, final_state, sync
+from tests.support import Sync, config_for, final_state, sync
 
 NAME = "Zo\u00eb \ud83d"  # a broken emoji: valid JSON, not encodable as UTF-8
 EMAIL = "zoe.quarantine\ud83d@example.com"
@@ -37,6 +39,7 @@ def create_bad_and_good(swap: SwapEmulator) -> dict[str, str]:
     return made
 
 
+@pytest.mark.slow  # runs the tap's executable (about a second each)
 def test_bad_returns_are_set_aside_and_the_page_is_still_delivered(swap: SwapEmulator) -> None:
     made = create_bad_and_good(swap)
     run = sync(config_for(swap, page_size=50))
@@ -64,6 +67,7 @@ def test_bad_returns_are_set_aside_and_the_page_is_still_delivered(swap: SwapEmu
         assert len(exception["exception_id"]) == 32
 
 
+@pytest.mark.slow  # runs the tap's executable (about a second each)
 def test_free_text_surrogate_is_repaired_counted_and_never_logged(swap: SwapEmulator) -> None:
     made = create_bad_and_good(swap)
     run = sync(config_for(swap))
@@ -75,6 +79,7 @@ def test_free_text_surrogate_is_repaired_counted_and_never_logged(swap: SwapEmul
         assert all(value not in json.dumps(e) for e in exceptions(run))
 
 
+@pytest.mark.slow  # runs the tap's executable (about a second each)
 def test_state_passes_a_set_aside_return_only_after_its_record(swap: SwapEmulator) -> None:
     made = create_bad_and_good(swap)
     run = sync(config_for(swap, page_size=50))
@@ -102,6 +107,7 @@ def test_state_passes_a_set_aside_return_only_after_its_record(swap: SwapEmulato
     assert schema_at < min(exception_at.values())
 
 
+@pytest.mark.slow  # runs the tap's executable (about a second each)
 def test_a_page_ending_in_set_aside_returns_does_not_end_the_sync(swap: SwapEmulator) -> None:
     """Keyset paging moves on from the set-aside returns' own update times."""
     for _ in range(6):
@@ -114,6 +120,7 @@ def test_a_page_ending_in_set_aside_returns_does_not_end_the_sync(swap: SwapEmul
     assert len({e["source_key"] for e in exceptions(run)}) == 6
 
 
+@pytest.mark.slow  # runs the tap's executable (about a second each)
 def test_the_next_run_delivers_new_returns_past_the_set_aside_ones(swap: SwapEmulator) -> None:
     create_bad_and_good(swap)
     first = sync(config_for(swap, lookback_minutes=0))

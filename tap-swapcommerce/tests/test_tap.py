@@ -4,77 +4,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import tempfile
-from collections import Counter, defaultdict
-from dataclasses import dataclass
+from collections import Counter
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
+from urllib.request import Request, urlopen
 
-import httpx
 import pytest
 
+from emulators.pytest_plugin import SWAP_NOW
 from emulators.swap import SwapEmulator
-from tests.support.shared import SWAP_NOW
-
-TAP = [sys.executable, "-m", "tap_swapcommerce.tap"]
+from tests.support import TAP, config_for, final_state, select_all, sync
 
 
-def config_for(swap: SwapEmulator, **overrides: Any) -> dict[str, Any]:
-    return {
-        "api_url": swap.url,
-        "api_key": swap.api_key,
-        "store_id": swap.store_id,
-        "page_size": 50,
-        **overrides,
-    }
-
-
-@dataclass
-class Sync:
-    """What one run of the real tap executable printed."""
-
-    messages: list[dict[str, Any]]
-    stderr: str
-
-    @property
-    def records(self) -> dict[str, list[dict[str, Any]]]:
-        by_stream: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for message in self.messages:
-            if message["type"] == "RECORD":
-                by_stream[message["stream"]].append(message["record"])
-        return by_stream
-
-    @property
-    def state_messages(self) -> list[dict[str, Any]]:
-        return [m for m in self.messages if m["type"] == "STATE"]
-
-
-def sync(config: dict[str, Any], state: dict[str, Any] | None = None) -> Sync:
-    """Run the tap as Meltano would: its executable, a config file and a state file."""
-    with tempfile.TemporaryDirectory() as tmp:
-        config_file = Path(tmp, "config.json")
-        config_file.write_text(json.dumps(config))
-        command = [*TAP, "--config", str(config_file)]
-        if state:
-            state_file = Path(tmp, "state.json")
-            state_file.write_text(json.dumps(state))
-            command += ["--state", str(state_file)]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
-    return Sync([json.loads(line) for line in result.stdout.splitlines()], result.stderr)
-
-
-def select_all(config: dict[str, Any]) -> Sync:
-    """A sync with every stream selected (the default catalog selects them all)."""
-    return sync(config)
-
-
-def final_state(run: Sync) -> dict[str, Any]:
-    value: dict[str, Any] = run.state_messages[-1]["value"]
-    return value
-
-
+@pytest.mark.slow  # runs the tap's executable (about a second each)
 def test_full_sync_emits_every_return_once_in_update_order(swap: SwapEmulator) -> None:
     runner = sync(config_for(swap))
     emitted = runner.records["returns"]
@@ -86,6 +29,7 @@ def test_full_sync_emits_every_return_once_in_update_order(swap: SwapEmulator) -
     assert biggest_group > 1
 
 
+@pytest.mark.slow  # runs the tap's executable (about a second each)
 def test_keyset_paging_walks_a_timestamp_group_larger_than_a_page() -> None:
     with SwapEmulator(
         returns=2500, seed=3, now=SWAP_NOW, rate_limit_per_minute=None, api_key="k", store_id="s"
@@ -97,6 +41,7 @@ def test_keyset_paging_walks_a_timestamp_group_larger_than_a_page() -> None:
         assert len(ids) == len(set(ids)) == 2500
 
 
+@pytest.mark.slow  # runs the tap's executable (about a second each)
 def test_row_displaced_by_a_mid_sync_update_is_still_emitted(swap: SwapEmulator) -> None:
     """Page-number paging skips the row that slides back onto a page already read."""
     order = [r["return_id"] for r in swap.all_returns()]
@@ -119,22 +64,22 @@ def test_page_numbers_alone_would_lose_that_row(swap: SwapEmulator) -> None:
     order = [r["return_id"] for r in swap.all_returns()]
     swap.update_during_paging(after_requests=1, return_ids=[order[10]])
     seen: list[str] = []
-    with httpx.Client(base_url=swap.url, headers={"X-API-Key": swap.api_key}) as client:
-        page = 1
-        while True:
-            params: dict[str, str | int] = {
-                "swap_store_id": swap.store_id,
-                "items_per_page": 50,
-                "page": page,
-            }
-            body = client.get("/v2/external/returns", params=params).json()
-            seen += [r["return_id"] for r in body["returns"]]
-            if not body["pagination"]["has_next_page"]:
-                break
-            page += 1
+    page = 1
+    while True:
+        query = urlencode({"swap_store_id": swap.store_id, "items_per_page": 50, "page": page})
+        request = Request(
+            f"{swap.url}/v2/external/returns?{query}", headers={"X-API-Key": swap.api_key}
+        )
+        with urlopen(request, timeout=30) as response:
+            body = json.loads(response.read())
+        seen += [r["return_id"] for r in body["returns"]]
+        if not body["pagination"]["has_next_page"]:
+            break
+        page += 1
     assert order[50] not in seen
 
 
+@pytest.mark.slow  # runs the tap's executable (about a second each)
 def test_child_streams_are_cut_from_each_return(swap: SwapEmulator) -> None:
     runner = select_all(config_for(swap))
     returns = runner.records["returns"]
@@ -166,6 +111,7 @@ def test_child_streams_are_cut_from_each_return(swap: SwapEmulator) -> None:
     assert item["return_status"] == parent["return_status"]
 
 
+@pytest.mark.slow  # runs the tap's executable (about a second each)
 def test_child_streams_keep_one_bookmark_each_not_one_per_return(swap: SwapEmulator) -> None:
     runner = select_all(config_for(swap))
     bookmarks = final_state(runner)["bookmarks"]
@@ -181,6 +127,7 @@ def test_child_streams_keep_one_bookmark_each_not_one_per_return(swap: SwapEmula
     assert schemas["refunds"] <= pages < 300
 
 
+@pytest.mark.slow  # runs the tap's executable (about a second each)
 def test_second_run_emits_only_the_lookback_overlap_then_changes(swap: SwapEmulator) -> None:
     config = config_for(swap, lookback_minutes=15)
     first = sync(config)
@@ -230,6 +177,7 @@ def test_rate_limited_emulator_is_paced_by_retry_after() -> None:
         assert swap.status_counts[429] > 0
 
 
+@pytest.mark.slow  # runs the tap's executable (about a second each)
 @pytest.mark.parametrize(
     ("key", "store", "setting"),
     [("wrong-key-123", "store_test", "api_key"), ("swap_test_key", "other_store", "store_id")],
@@ -251,6 +199,7 @@ def test_auth_failure_stops_at_once_naming_the_setting(
     assert sum(swap.request_counts.values()) == 1
 
 
+@pytest.mark.slow  # runs the tap's executable (about a second each)
 def test_dirty_records_are_reported_by_return_and_field_and_still_emitted() -> None:
     with SwapEmulator(
         returns=200,
@@ -274,6 +223,7 @@ def test_dirty_records_are_reported_by_return_and_field_and_still_emitted() -> N
         assert all("got str" in m for m in reports if "'total'" in m)
 
 
+@pytest.mark.slow  # runs the tap's executable (about a second each)
 def test_messy_but_valid_data_passes_the_schema(swap: SwapEmulator) -> None:
     runner = sync(config_for(swap))
     assert "does not match" not in runner.stderr
