@@ -2,9 +2,11 @@
 
 The stub needs nothing beyond the standard library, so these tests run from this folder with only
 the tap installed (``pip install 'tap-swapcommerce[test]'``). ``fixtures/returns.json`` holds 40
-generated returns (fake people, fake stores) with refunds and restocks, so every stream has
-records. Paging, retries and incremental reads are tested against the project's Swap emulator
-(``tests/tap`` at the repository's root).
+generated returns (fake people, fake stores) with refunds and restocks; the stub adds one return
+the tap cannot read (a lone surrogate in its e-mail), so ``integration_exceptions`` has a record
+too and the standard tests check it as they check every stream (with no record they would pass
+without checking anything). Paging, retries, incremental reads and setting aside are tested
+against the Swap emulator (``test_tap.py``, ``test_quarantine.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,18 @@ from singer_sdk.testing import SuiteConfig, get_tap_test_class
 from tap_swapcommerce.tap import TapSwapCommerce
 
 PAGE = (Path(__file__).with_name("fixtures") / "returns.json").read_bytes()
+#: Set aside as ``unreadable_record``: a lone surrogate in an e-mail cannot be encoded.
+UNREADABLE = (
+    b'{"return_id": "ret_unreadable", "date_updated": "2026-05-31T07:00:00.000Z",'
+    b' "customer_email": "lone\\ud83d@example.com", "return_shipments": []}'
+)
+#: Every return of the fixture, then the unreadable one, on the only page.
+BODY = (
+    PAGE.rstrip().removesuffix(b"}").rstrip().removesuffix(b"]")
+    + b", "
+    + UNREADABLE
+    + b'], "pagination": {"has_next_page": false}}\n'
+)
 API_KEY = "stub_key"
 
 
@@ -29,12 +43,11 @@ class StubSwap(BaseHTTPRequestHandler):
         if self.headers.get("x-api-key") != API_KEY:
             self.send_error(401)
             return
-        body = PAGE[:-2] + b', "pagination": {"has_next_page": false}}\n'
         self.send_response(200)
         self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
+        self.send_header("content-length", str(len(BODY)))
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(BODY)
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: the test output is pytest's."""
@@ -54,8 +67,5 @@ TestTapSwapCommerce = get_tap_test_class(
         "store_id": "s",
         "start_date": "2020-01-01T00:00:00Z",
     },
-    # Clean data: nothing is set aside (the root's tests/tap/test_quarantine.py covers that).
-    suite_config=SuiteConfig(
-        max_records_limit=None, ignore_no_records_for_streams=["integration_exceptions"]
-    ),
+    suite_config=SuiteConfig(max_records_limit=None),
 )
