@@ -11,7 +11,7 @@ import pytest
 
 from emulators.swap.webhooks import WebhookSender
 from swap_webhooks.settings import SettingsError, load_settings
-from tests.webhooks.support import ReceiverThread, settings, wait_until
+from tests.support import ReceiverThread, settings, wait_until
 
 SECRETS = {
     "acme": "whsk_acme_0123456789abcdef0123456789abcdef",
@@ -46,6 +46,7 @@ def runs(log: Path) -> list[list[str]]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
+@pytest.mark.slow  # two runs of a fake run command
 def test_each_store_is_verified_with_its_brands_secret_and_runs_that_brand(
     tmp_path: Path,
 ) -> None:

@@ -12,9 +12,11 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from emulators.swap import WebhookSender
 from swap_webhooks.store import DeliveryStore
-from tests.webhooks.support import (
+from tests.support import (
     SECRET,
     STORE,
     ReceiverThread,
@@ -23,6 +25,9 @@ from tests.webhooks.support import (
     settings,
     wait_until,
 )
+
+#: Each test runs the fake run command several times (seconds each).
+pytestmark = pytest.mark.slow
 
 BURST = 1000
 

@@ -29,7 +29,7 @@ from emulators.swap import post_webhook, webhook_payload
 from swap_webhooks.commit import GroupCommit
 from swap_webhooks.server import RESERVED_FILES, connection_cap
 from swap_webhooks.verify import Delivery, Reason
-from tests.webhooks.support import (
+from tests.support import (
     SECRET,
     STORE,
     ReceiverThread,
@@ -142,6 +142,7 @@ class SlowClients:
                     client.read()
 
 
+@pytest.mark.slow  # waits for the receiver's timeouts to cut connections off
 def test_100_slow_connections_do_not_keep_a_delivery_from_being_answered(
     receiver: ReceiverThread,
 ) -> None:
@@ -183,6 +184,7 @@ def _read_answer(conn: socket.socket) -> bytes:
     return head
 
 
+@pytest.mark.slow  # waits for the receiver's timeouts to cut connections off
 def test_kept_alive_connections_close_quietly_when_idle_and_408_when_slow(
     tmp_path: Path,
 ) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from swap_webhooks.runner import Runner
 from swap_webhooks.store import DeliveryStore
-from tests.webhooks.support import fake_run_command, settings
+from tests.support import fake_run_command, settings
 
 COALESCE = 30.0
 

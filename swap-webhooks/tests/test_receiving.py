@@ -19,7 +19,7 @@ import pytest
 from emulators.swap import post_webhook, sign_token, webhook_payload
 from swap_webhooks import webhook_latencies
 from swap_webhooks.store import DeliveryStore
-from tests.webhooks.support import (
+from tests.support import (
     SECRET,
     STORE,
     ReceiverThread,

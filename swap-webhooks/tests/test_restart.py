@@ -17,16 +17,19 @@ import pytest
 
 from emulators.swap import WebhookSender, post_webhook, webhook_payload
 from swap_webhooks.store import DeliveryStore
-from tests.webhooks.support import (
+from tests.support import (
     SECRET,
     STORE,
-    VENV_BIN,
+    SWAP_WEBHOOKS,
     ReceiverProcess,
     fake_run_command,
     fake_runs,
     get_json,
     wait_until,
 )
+
+#: Each test starts the real receiver command, once or twice (seconds each).
+pytestmark = pytest.mark.slow
 
 
 def receiver_env(tmp_path: Path, run_command: list[str], coalesce: float = 0.05) -> dict[str, str]:
@@ -153,7 +156,7 @@ def test_bad_settings_stop_the_command_with_a_message_that_hides_the_secret(
         "SWAP_WEBHOOKS_PORT": "not-a-port",
     }
     done = subprocess.run(
-        [str(VENV_BIN / "swap-webhooks"), "serve"],
+        [str(SWAP_WEBHOOKS), "serve"],
         env=env,
         capture_output=True,
         text=True,
@@ -166,7 +169,7 @@ def test_bad_settings_stop_the_command_with_a_message_that_hides_the_secret(
 
     env["SWAP_WEBHOOKS_PORT"] = "0"
     done = subprocess.run(
-        [str(VENV_BIN / "swap-webhooks"), "serve"],
+        [str(SWAP_WEBHOOKS), "serve"],
         env=env,
         capture_output=True,
         text=True,

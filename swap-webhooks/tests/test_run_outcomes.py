@@ -18,7 +18,7 @@ import pytest
 from emulators.swap import WebhookSender
 from swap_webhooks.app import _nearest_rank
 from swap_webhooks.store import DeliveryStore
-from tests.webhooks.support import (
+from tests.support import (
     SECRET,
     STORE,
     ReceiverThread,
@@ -35,6 +35,7 @@ def send_one(receiver: ReceiverThread, number: int = 1) -> None:
     assert sender.send(payload, "returnCreated").status == 200
 
 
+@pytest.mark.slow  # several runs of the fake run command
 def test_already_running_is_tried_again_until_the_run_goes(tmp_path: Path) -> None:
     log = tmp_path / "runs.jsonl"
     command = fake_run_command(log, "--already-running", "3", "--outcome", "succeeded")
@@ -51,6 +52,7 @@ def test_already_running_is_tried_again_until_the_run_goes(tmp_path: Path) -> No
     assert health["last_run"]["outcome"] == "succeeded"
 
 
+@pytest.mark.slow  # several runs of the fake run command
 @pytest.mark.parametrize(
     ("outcome", "code"),
     [("succeeded", 0), ("mapping_errors_held", 1), ("set_aside_over_threshold", 1)],
@@ -72,6 +74,7 @@ def test_runs_that_read_every_return_handle_their_deliveries_without_back_off(
         assert [d["status"] for d in store.deliveries()] == ["handled", "handled"]
 
 
+@pytest.mark.slow  # a run of the fake run command, then the back-off it starts
 def test_a_pipeline_failure_backs_off_and_its_deliveries_wait(tmp_path: Path) -> None:
     log = tmp_path / "runs.jsonl"
     command = fake_run_command(log, "--outcome", "auth_failed", "--exit", "1")
@@ -141,6 +144,7 @@ def alert_sink() -> Iterator[AlertSink]:
     sink.server.server_close()
 
 
+@pytest.mark.slow  # several runs of the fake run command
 def test_the_staleness_alert_is_sent_once_until_a_run_succeeds(
     tmp_path: Path, alert_sink: AlertSink
 ) -> None:
