@@ -1,16 +1,8 @@
-"""Fixtures of tests/webhooks; the helpers live in ``tests.support.pipeline``."""
+"""Fixtures of tests/webhooks: ``pipeline`` (both emulators and a Meltano of its own), defined in
+``tests.support.pipeline``, where the tests also import its ``Pipeline`` type from."""
 
 from __future__ import annotations
 
-from tests.support.pipeline import (
-    KLAVIYO_KEY,
-    Pipeline,
-    pipeline,
-)
+from tests.support.pipeline import pipeline
 
-#: Fixtures, and the helpers for tests still importing them from here.
-__all__ = [
-    "KLAVIYO_KEY",
-    "Pipeline",
-    "pipeline",
-]
+__all__ = ["pipeline"]

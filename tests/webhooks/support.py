@@ -1,21 +1,18 @@
-"""The webhook tests' helpers: the development harness ``harness.webhooks`` (bench/ uses it too)."""
+"""The project's webhook tests' helpers (the receiver with the real pipeline, Meltano's system db):
+the development harness ``harness.webhooks``, which bench/ uses too. The receiver's own tests, with
+a fake run command, live with it in ``swap-webhooks/tests`` (their helpers in its
+``tests/support.py``)."""
 
 from __future__ import annotations
 
 from harness.webhooks import (
-    FAKE_RUN,
     MELTANO,
     ROOT,
     SECRET,
     STATE_ID,
-    STORE,
     VENV_BIN,
-    ReceiverProcess,
     ReceiverThread,
     emulator_env,
-    fake_run_command,
-    fake_runs,
-    get_json,
     isolated_meltano,
     meltano_jobs,
     settings,
@@ -23,19 +20,13 @@ from harness.webhooks import (
 )
 
 __all__ = [
-    "FAKE_RUN",
     "MELTANO",
     "ROOT",
     "SECRET",
     "STATE_ID",
-    "STORE",
     "VENV_BIN",
-    "ReceiverProcess",
     "ReceiverThread",
     "emulator_env",
-    "fake_run_command",
-    "fake_runs",
-    "get_json",
     "isolated_meltano",
     "meltano_jobs",
     "settings",
