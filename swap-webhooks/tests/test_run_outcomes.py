@@ -7,8 +7,10 @@ The run command is ``fake_run.py``, which prints what the pipeline would: the la
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,7 +19,9 @@ import pytest
 
 from emulators.swap import WebhookSender
 from swap_webhooks.app import _nearest_rank
-from swap_webhooks.store import DeliveryStore
+from swap_webhooks.runner import Runner
+from swap_webhooks.store import DeliveryStore, RunReport
+from swap_webhooks.verify import Delivery
 from tests.support import (
     SECRET,
     STORE,
@@ -180,19 +184,53 @@ def test_the_staleness_alert_is_sent_once_until_a_run_succeeds(
 
 
 def test_nothing_waiting_is_not_stale(tmp_path: Path, alert_sink: AlertSink) -> None:
-    log = tmp_path / "runs.jsonl"
+    """A quiet store, or deliveries a run has handled, are not stale however old; one delivery
+    waiting an hour is. The runner's own check is called at chosen moments: through the receiver,
+    whether a delivery waits longer than a tiny window before its run depends on the machine."""
     config = settings(
         tmp_path,
-        fake_run_command(log),
+        fake_run_command(tmp_path / "runs.jsonl"),
         stale_after_minutes=0.001,
         alert_webhook_url=alert_sink.url,
     )
-    with ReceiverThread(config) as receiver:
-        send_one(receiver)
-        wait_until(lambda: receiver.metrics()["runs"]["succeeded"] == 1, what="the run")
-        wait_until(receiver.idle, what="idle")
-        assert receiver.health()["stale"]["since"] is None
-    assert alert_sink.posts == []
+    an_hour_ago = time.time() - 3600
+
+    async def checks() -> list[str | None]:
+        with DeliveryStore(config.state_db) as store:
+            runner = Runner(config, store, env={})
+            seen = []
+            await runner._check_stale()  # nothing ever came
+            seen.append(runner.stale_since)
+            store.add(a_delivery("nonce-handled"), an_hour_ago)
+            claim = store.claim()
+            assert claim is not None
+            store.finish(claim.run_id, RunReport(outcome="succeeded", exit_code=0))
+            await runner._check_stale()  # came an hour ago, handled since
+            seen.append(runner.stale_since)
+            store.add(a_delivery("nonce-waiting"), an_hour_ago)
+            await runner._check_stale()  # waiting for an hour
+            seen.append(runner.stale_since)
+            return seen
+
+    quiet, handled, waiting = asyncio.run(checks())
+    assert quiet is None
+    assert handled is None
+    assert waiting is not None
+    [alert] = alert_sink.posts
+    assert "no pipeline run has succeeded for 0.001 minutes" in alert["text"]
+
+
+def a_delivery(nonce: str) -> Delivery:
+    now = time.time()
+    return Delivery(
+        nonce=nonce,
+        event="returnCreated",
+        return_id="ret_00001",
+        order_id="700001",
+        store_id=STORE,
+        issued_at=now,
+        expires_at=now + 300,
+    )
 
 
 @pytest.mark.parametrize(
