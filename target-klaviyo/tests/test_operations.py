@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +12,7 @@ from click.testing import CliRunner
 
 from target_klaviyo.cli import main as klaviyo_ops
 from tests.support.target import (
+    Hook,
     RecordingKlaviyo,
     event,
     exception,
@@ -26,44 +24,8 @@ from tests.support.target import (
     state,
 )
 
-SEGMENTS = Path(__file__).resolve().parents[2] / "transforms" / "klaviyo_segments.yml"
-
-
-class Hook:
-    """A webhook receiver (a stand-in for Slack) recording what it was posted."""
-
-    def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                hook.posts.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet."""
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}/hook"
-
-
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    receiver = Hook()
-    receiver.thread.start()
-    yield receiver
-    receiver.server.shutdown()
-    receiver.server.server_close()
-    receiver.thread.join()
+#: Three segments of a mapping, as a project keeps them (the Swap project: transforms/).
+SEGMENTS = Path(__file__).resolve().parent / "fixtures" / "segments.yml"
 
 
 # -- profile integrity ----------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from click.testing import CliRunner
 from target_klaviyo.cli import main as klaviyo_ops
 from target_klaviyo.client import KlaviyoAuthError, KlaviyoUnavailable, ThrottleDeadline
 from target_klaviyo.outcomes import (
-    OUTCOME_LINE,
     first_by_precedence,
     outcome_of,
     safe_error,
@@ -30,9 +28,11 @@ from tests.support.target import (
     EVENTS,
     EXECUTABLE,
     KEY,
+    Hook,
     RecordingKlaviyo,
     event,
     exception,
+    last_outcome,
     ledger_execute,
     ledger_rows,
     outcomes,
@@ -42,26 +42,8 @@ from tests.support.target import (
     singer,
     state,
 )
-from tests.target.test_operations import Hook
 
 VARIANT_JOBS = "catalog-variant-bulk-update-jobs"
-
-
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    receiver = Hook()
-    receiver.thread.start()
-    yield receiver
-    receiver.server.shutdown()
-    receiver.server.server_close()
-    receiver.thread.join()
-
-
-def last_outcome(stderr: str) -> str | None:
-    """The outcome named by the run's LAST log line, as the receiver reads it."""
-    lines = stderr.rstrip().splitlines()
-    found = OUTCOME_LINE.search(lines[-1]) if lines else None
-    return found.group(1) if found else None
 
 
 def runs_of(ledger_path: Path) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from target_klaviyo.report import build_report, load_report_data, terminal_summa
 from target_klaviyo.report.__main__ import main
 from target_klaviyo.report.data import ReportData, RunRow
 from target_klaviyo.report.render import render_html
-from tests.report.html_tables import tables
+from tests.support.html_tables import tables
 from tests.support.ledger import migrated_ledger
 from tests.support.report_ledger import (
     EMAILS,

@@ -19,7 +19,7 @@ from emulators.klaviyo import KlaviyoEmulator
 from target_klaviyo.masking import mask_email
 from target_klaviyo.report import build_report, terminal_summary
 from target_klaviyo.target import TargetKlaviyo
-from tests.report.html_tables import tables
+from tests.support.html_tables import tables
 
 KEY = "pk_test_4f1c9e2b7a6d5c3e8f0a1b2c"
 T1 = "2026-02-01T10:00:00+00:00"

@@ -2,46 +2,38 @@
 
 The failure comes before the run has a row in the ledger, so without care it would show only in
 the log: ``summary`` would read the last real run, and no alert would go out while every later
-run fails the same way. Here the 0.1.0 ledger lacks a table revision 0002 alters.
+run fails the same way. Here a ledger at 0.1.0's schema lacks a table revision 0002 alters.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
 
-from tests.fixtures import make_ledger_0_1_0 as fixture
-from tests.support.target import event, run_cli, singer
-from tests.target.test_operations import Hook
+from target_klaviyo.ledger import alembic_config
+from tests.support.target import Hook, event, run_cli, singer
 
 pytestmark = pytest.mark.slow  # the target's executable (a few seconds)
 
 
 @pytest.fixture
-def hook() -> Iterator[Hook]:
-    receiver = Hook()
-    receiver.thread.start()
-    yield receiver
-    receiver.server.shutdown()
-    receiver.server.server_close()
-    receiver.thread.join()
-
-
-@pytest.fixture
 def broken_ledger(tmp_path: Path) -> Path:
-    """A 0.1.0 ledger missing ``profile_lists``: upgrading it to 0002 fails."""
+    """A ledger at revision 0001 (0.1.0's schema) missing ``profile_lists``: 0002 fails on it."""
     path = tmp_path / "ledger" / "klaviyo-ledger.sqlite"
     path.parent.mkdir()
-    shutil.copy(fixture.FIXTURE, path)
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        db.execute("DROP TABLE profile_lists")
-        db.commit()
+    engine = sa.create_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0001")
+            conn.execute(sa.text("DROP TABLE profile_lists"))
+    finally:
+        engine.dispose()
     return path
 
 

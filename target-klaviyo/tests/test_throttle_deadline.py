@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from pathlib import Path
@@ -16,9 +15,11 @@ import pytest
 from target_klaviyo.client import ThrottleBudget, _retry_after
 from tests.support.target import (
     EVENTS,
+    Hook,
     RecordingKlaviyo,
     event,
     inventory_of,
+    last_outcome,
     ledger_rows,
     outcomes,
     restock,
@@ -26,18 +27,6 @@ from tests.support.target import (
     singer,
     state,
 )
-from tests.target.test_operations import Hook
-from tests.target.test_outcomes import last_outcome
-
-
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    receiver = Hook()
-    receiver.thread.start()
-    yield receiver
-    receiver.server.shutdown()
-    receiver.server.server_close()
-    receiver.thread.join()
 
 
 @pytest.mark.slow

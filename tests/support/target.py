@@ -1,9 +1,12 @@
-"""Shared fixtures of target-klaviyo's tests: the real Klaviyo emulator, Singer input, the ledger.
+"""Helpers of the project's tests of target-klaviyo: the real Klaviyo emulator, Singer input, runs.
 
 The target runs in-process (``TargetKlaviyo(config=...).listen(...)``) or as the installed
 ``target-klaviyo`` executable, always against :class:`KlaviyoEmulator` over loopback HTTP. The
 emulator is the real one; :class:`RecordingKlaviyo` only keeps, besides, what each ``/api``
-request looked like (headers and body), so that tests can check what the target sent.
+request looked like (headers and body), so that tests can check what the target sent. The
+fixtures built from these are in ``tests/target/conftest.py``. The plugin's own tests have their
+own helpers (target-klaviyo/tests/support): these serve the tests that need the project
+(PostgreSQL ledgers, the mapper, Meltano).
 """
 
 from __future__ import annotations
@@ -12,18 +15,16 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy
 
 from emulators.http import Request
@@ -34,10 +35,7 @@ from target_klaviyo.target import TargetKlaviyo
 
 KEY = "pk_test_4f1c9e2b7a6d5c3e8f0a1b2c"
 REVISION = "2026-07-15"
-JSONAPI = "application/vnd.api+json"
 EVENTS_PATH = "/api/event-bulk-create-jobs"
-IMPORTS_PATH = "/api/profile-bulk-import-jobs"
-VARIANT_JOBS_PATH = "/api/catalog-variant-bulk-update-jobs"
 EXECUTABLE = Path(sys.executable).parent / "target-klaviyo"
 
 #: A record ``(stream, record)``, or ``(STATE, value)`` for a STATE message.
@@ -106,12 +104,6 @@ class RecordingKlaviyo(KlaviyoEmulator):
         return [s for s in self.requests() if s.method != "GET"]
 
 
-@pytest.fixture
-def klaviyo() -> Iterator[RecordingKlaviyo]:
-    with RecordingKlaviyo(api_key=KEY, rate_limits=False, job_delay=0.02) as emulator:
-        yield emulator
-
-
 # -- configuration and runs ------------------------------------------------------------------------
 
 
@@ -120,30 +112,6 @@ def scaled_limits(time_scale: float) -> dict[str, list[dict[str, float]]]:
     return {
         name: [{"requests": count, "seconds": seconds / time_scale} for count, seconds in e.limits]
         for name, e in ENDPOINTS.items()
-    }
-
-
-@pytest.fixture
-def ledger_path(tmp_path: Path) -> Path:
-    return tmp_path / "ledger" / "klaviyo-ledger.sqlite"
-
-
-@pytest.fixture
-def config(klaviyo: RecordingKlaviyo, ledger_path: Path, tmp_path: Path) -> dict[str, Any]:
-    """A config for the emulator; tests copy it and change what they exercise."""
-    return {
-        "api_key": KEY,
-        "api_url": klaviyo.url,
-        "revision": REVISION,
-        "ledger_url": f"sqlite:///{ledger_path}",
-        "dry_run_path": str(tmp_path / "dry-run.jsonl"),
-        "request_timeout": 5,
-        "max_retries": 3,
-        "max_set_aside_ratio": 1,
-        # Read by the target's Settings though not a declared setting: polls jobs faster.
-        "job_poll_seconds": 0.02,
-        # The emulator enforces no limits here: pace to Klaviyo's, 20 times faster.
-        "rate_limits": scaled_limits(20),
     }
 
 
@@ -211,15 +179,6 @@ def run_cli(
 
 def states_of(stdout: str) -> list[Any]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
-
-
-@pytest.fixture(scope="session")
-def executable() -> Path:
-    if not EXECUTABLE.exists():  # pragma: no cover - the virtualenv installs it
-        found = shutil.which("target-klaviyo")
-        assert found, "target-klaviyo is not installed in this environment"
-        return Path(found)
-    return EXECUTABLE
 
 
 # -- Singer input ----------------------------------------------------------------------------------
