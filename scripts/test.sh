@@ -2,7 +2,7 @@
 # Sets everything up (scripts/setup-agency.sh: setup.sh, plus Meltano's PostgreSQL support and
 # Dagster in orchestration/.venv), then runs every check: ruff, mypy, the mappings' YAML tests
 # and the whole test suite.
-# Extra arguments go to pytest (e.g. `bash scripts/test.sh tests/tap -x`).
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh tests/target -x`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
