@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from decimal import Decimal
@@ -71,11 +72,8 @@ def test_singer_messages_from_a_pipe() -> None:
     assert 'append swap_open_returns ["SW-2"]' in out
     assert "swap_last_return_status=completed" in out
     assert "returns ret_3\n  REJECTED  invalid_email: customer_email is not a valid" in out
-    # Fields that may be null where null fails come first, with their line and fix.
-    notes = [line for line in out.splitlines() if line.startswith("note: ")]
-    assert notes
-    assert all("may be null" in note and "swap_to_klaviyo.yml:" in note for note in notes)
-    assert out.startswith(notes[0])
+    # The default mapping uses no field that may be null where null fails (see the next test).
+    assert not [line for line in out.splitlines() if line.startswith("note: ")]
     summary = out.strip().splitlines()[-1]
     assert summary.startswith("Summary: 3 source record(s); 20 events (")
     assert "Refunded Order 3, Return Inspected 2" in summary
@@ -156,6 +154,32 @@ def test_the_same_input_gives_the_same_output(
     assert all(e["occurred_at"] == e["source_updated_at"] for e in errors)
 
 
+def test_fields_that_may_be_null_come_first_with_their_line_and_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(DEFAULT_MAPPING.parent / "definitions", tmp_path / "definitions")
+    shutil.copytree(DEFAULT_MAPPING.parent / "schemas", tmp_path / "schemas")
+    careless = tmp_path / DEFAULT_MAPPING.name
+    guarded = "{{ '$custom:::$default:::' ~ item.sku if item.sku is not none else none }}"
+    text = DEFAULT_MAPPING.read_text()
+    assert guarded in text
+    careless.write_text(text.replace(guarded, "$custom:::$default:::{{ item.sku }}"))
+    one = tmp_path / "one.jsonl"
+    one.write_text(singer_lines(a_return()))
+    status, out, err = in_process(capsys, "--mapping", str(careless), str(one))
+    assert status == 0, err
+    line = next(
+        n
+        for n, row in enumerate(careless.read_text().splitlines(), 1)
+        if ":::{{ item.sku }}" in row
+    )
+    note = (
+        f"note: {careless}:{line}: rule 'item_restocked', field 'variant_id': item.sku may be null "
+        "and is written into text, which fails on null: write {{ item.sku or '' }}\n"
+    )
+    assert out.startswith(note)
+
+
 def test_check_exits_non_zero_on_a_mapping_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -168,10 +192,11 @@ def test_check_exits_non_zero_on_a_mapping_error(
     )
     status, out, err = in_process(capsys, "--mapping", str(DEFAULT_MAPPING), "--check", str(broken))
     assert status == 3
+    # A restocked line without a SKU names no catalog variant: held (invalid_output).
     assert (
-        err == "swap-transforms-preview: mapping errors: rule 'item_restocked': mapping_error x1\n"
+        err == "swap-transforms-preview: mapping errors: rule 'item_restocked': invalid_output x1\n"
     )
-    assert "REJECTED  rule 'item_restocked': mapping_error" in out
+    assert "REJECTED  rule 'item_restocked': invalid_output" in out
     status, _, _ = in_process(capsys, "--mapping", str(DEFAULT_MAPPING), str(broken))
     assert status == 0
 
