@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterable, Mapping
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -95,16 +96,21 @@ def cycles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
     return sorted(found)
 
 
+@cache
+def package_graph() -> dict[str, set[str]]:
+    """target_klaviyo's graph, read once per session."""
+    return import_graph(PACKAGE)
+
+
 def test_no_import_cycle_between_target_klaviyo_modules() -> None:
-    graph = import_graph(PACKAGE)
+    graph = package_graph()
     assert "target_klaviyo.delivery" in graph, "the graph reads the installed package"
     assert cycles(graph) == []
 
 
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_delivery_components_do_not_depend_on_the_run_wide_delivery(component: str) -> None:
-    graph = import_graph(PACKAGE)
-    uses = graph[f"target_klaviyo.{component}"]
+    uses = package_graph()[f"target_klaviyo.{component}"]
     assert "target_klaviyo.delivery" not in uses
     assert "target_klaviyo.target" not in uses
     assert "target_klaviyo.sinks" not in uses
