@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from target_klaviyo.cli import main as klaviyo_ops
@@ -22,6 +23,8 @@ from tests.support.target import (
     ledger_rows,
     run_target,
 )
+
+pytestmark = pytest.mark.slow  # each test takes over half a second (not in the fast tier)
 
 #: A customer the broken records belong to.
 EMAIL = "zoe.quixote@example.org"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from emulators.klaviyo import KlaviyoEmulator
 from tests.support.target import (
@@ -29,6 +30,8 @@ from tests.support.target import (
     state,
     update,
 )
+
+pytestmark = pytest.mark.slow  # each test takes over half a second (not in the fast tier)
 
 T1 = "2026-02-01T10:00:00+00:00"
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from emulators.klaviyo.limits import MAX_PAYLOAD_BYTES
 from tests.support.target import (
     EVENTS,
@@ -17,6 +19,8 @@ from tests.support.target import (
     run_target,
     singer,
 )
+
+pytestmark = pytest.mark.slow  # each test takes over half a second (not in the fast tier)
 
 
 def entries_of(body: dict[str, Any]) -> list[dict[str, Any]]:

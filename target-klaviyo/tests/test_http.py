@@ -25,6 +25,7 @@ from tests.support.target import (
 )
 
 
+@pytest.mark.slow
 def test_every_request_carries_key_revision_and_jsonapi_media_type(klaviyo, config):
     klaviyo.add_variants(["SKU-1"], inventory=4)
     text = singer(
@@ -56,6 +57,7 @@ def test_every_request_carries_key_revision_and_jsonapi_media_type(klaviyo, conf
     assert {s.status for s in seen} <= {200, 202}
 
 
+@pytest.mark.slow
 def test_revision_setting_is_the_header_sent(klaviyo, config):
     run = run_target({**config, "revision": "2026-04-15"}, singer([event("e-1")]))
     assert run.error is None
@@ -73,6 +75,7 @@ def test_revision_older_than_backfill_is_refused_at_start_up(config, ledger_path
     assert not ledger_path.exists(), "a refused configuration must not open the ledger"
 
 
+@pytest.mark.slow
 def test_old_revision_fails_the_executable_before_reading_input(
     klaviyo, config, tmp_path, executable
 ):
@@ -83,6 +86,7 @@ def test_old_revision_fails_the_executable_before_reading_input(
     assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_wrong_api_key_stops_with_one_line_naming_the_setting(
     klaviyo, config, tmp_path, ledger_path, executable
 ):
@@ -108,6 +112,7 @@ def test_wrong_api_key_stops_with_one_line_naming_the_setting(
     assert result.stderr.rstrip().splitlines()[-1].endswith("run outcome: auth_failed")
 
 
+@pytest.mark.slow
 def test_wrong_api_key_in_process_raises_a_clear_error(config, ledger_path, caplog):
     wrong = "pk_wrong_1234567890abcdef"
     run = run_target({**config, "api_key": wrong}, singer([event("e-1")]))
@@ -119,6 +124,7 @@ def test_wrong_api_key_in_process_raises_a_clear_error(config, ledger_path, capl
     assert ledger_rows(ledger_path) == []
 
 
+@pytest.mark.slow
 def test_forbidden_key_names_the_setting_too(tmp_path, ledger_path):
     # A key Klaviyo knows but that lacks a scope answers 403: the same clear stop.
     with RecordingKlaviyo(api_key=KEY, rate_limits=False, job_delay=0.02) as klaviyo:
@@ -134,6 +140,7 @@ def test_forbidden_key_names_the_setting_too(tmp_path, ledger_path):
     assert "`api_key`" in str(run.error)
 
 
+@pytest.mark.slow
 def test_the_executable_delivers_and_emits_the_state(klaviyo, config, tmp_path: Path, executable):
     text = singer([event("e-1"), event("e-2", "bob@example.com"), state({"bookmark": 7})])
     result = run_cli(config, text, tmp_path)

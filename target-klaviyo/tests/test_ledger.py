@@ -22,6 +22,8 @@ from tests.support.target import (
     state,
 )
 
+pytestmark = pytest.mark.slow  # each test takes over half a second (not in the fast tier)
+
 T1 = "2026-02-01T10:00:00+00:00"
 
 

@@ -50,6 +50,7 @@ def _long_email(i: int) -> str:
     return f"{i:03d}" + "a" * 60 + "@" + ".".join(["b" * 60, "c" * 60, "d" * 50]) + ".com"
 
 
+@pytest.mark.slow
 def test_lookups_are_split_so_no_url_is_too_long(config, ledger_path):
     klaviyo = UrlRecordingKlaviyo(api_key=KEY, rate_limits=False, job_delay=0.02)
     with klaviyo:

@@ -31,6 +31,7 @@ SEGMENTS = Path(__file__).resolve().parent / "fixtures" / "segments.yml"
 # -- profile integrity ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_profile_check_records_new_and_suppressed_profiles(
     klaviyo: RecordingKlaviyo, config: dict[str, Any], ledger_path: Path
 ) -> None:
@@ -60,6 +61,7 @@ def test_profile_check_records_new_and_suppressed_profiles(
     assert len(klaviyo.requests("GET", "/api/profiles")) == 1
 
 
+@pytest.mark.slow
 def test_profile_check_hold_keeps_mismatched_events_for_a_person(
     klaviyo: RecordingKlaviyo, config: dict[str, Any], ledger_path: Path, tmp_path: Path
 ) -> None:
@@ -90,6 +92,7 @@ def test_profile_check_hold_keeps_mismatched_events_for_a_person(
 # -- dead letters ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dead_letters_list_each_set_aside_record_once_with_its_reason(
     klaviyo: RecordingKlaviyo, config: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -117,6 +120,7 @@ def test_dead_letters_list_each_set_aside_record_once_with_its_reason(
 # -- alerts ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_that_sets_records_aside_posts_one_alert_without_personal_data(
     klaviyo: RecordingKlaviyo, config: dict[str, Any], hook: Hook
 ) -> None:
@@ -134,6 +138,7 @@ def test_a_run_that_sets_records_aside_posts_one_alert_without_personal_data(
     assert len(hook.posts) == 1
 
 
+@pytest.mark.slow
 def test_a_clean_run_posts_nothing(
     klaviyo: RecordingKlaviyo, config: dict[str, Any], hook: Hook
 ) -> None:
@@ -157,6 +162,7 @@ def test_a_failed_run_alerts_with_its_error(
 # -- segments -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_segments_are_created_once_and_reported_after(
     klaviyo: RecordingKlaviyo, config: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -163,6 +163,7 @@ def test_mapping_errors_deliver_everything_else_then_fail_the_run(
     assert "invalid_output 1, mapping_error 1" in run["error"]
 
 
+@pytest.mark.slow
 def test_a_tolerated_or_set_aside_reason_alone_still_succeeds(
     klaviyo: RecordingKlaviyo, config: dict[str, Any], ledger_path: Path
 ) -> None:
@@ -175,6 +176,7 @@ def test_a_tolerated_or_set_aside_reason_alone_still_succeeds(
 # -- interrupted runs -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_left_running_is_marked_interrupted_by_the_next_and_alerted_once(
     klaviyo: RecordingKlaviyo, config: dict[str, Any], ledger_path: Path, hook: Hook
 ) -> None:
@@ -281,6 +283,7 @@ def test_a_repeated_outcome_alerts_once_then_on_change_or_after_a_day(
     assert outcome_alert_due(outcome, past(*previous), NOW) is due
 
 
+@pytest.mark.slow
 def test_a_second_run_while_the_ledger_is_held_ends_already_running(
     klaviyo: RecordingKlaviyo, config: dict[str, Any], ledger_path: Path, tmp_path: Path
 ) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.support.target import (
     EVENTS,
     IMPORTS_PATH,
@@ -20,6 +22,8 @@ from tests.support.target import (
     run_target,
     singer,
 )
+
+pytestmark = pytest.mark.slow  # each test takes over half a second (not in the fast tier)
 
 T1 = "2026-02-01T10:00:00+00:00"
 T2 = "2026-02-02T10:00:00+00:00"

@@ -32,6 +32,7 @@ def open_returns(klaviyo: KlaviyoEmulator, email: str) -> Any:
     return properties_of(klaviyo, email).get("swap_open_returns", [])
 
 
+@pytest.mark.slow
 def test_append_then_unappend_of_one_value_leaves_it_absent(klaviyo, config, ledger_path):
     klaviyo.add_profile("ana@example.com", properties={"swap_open_returns": ["R-0"]})
     records = [
@@ -51,6 +52,7 @@ def test_append_then_unappend_of_one_value_leaves_it_absent(klaviyo, config, led
     assert Counter(outcomes(ledger_path, PROFILES).values()) == {"accepted": 5}
 
 
+@pytest.mark.slow
 def test_two_open_returns_keep_the_profile_listed_until_both_close(klaviyo, config):
     email = "ana@example.com"
     opened = [
@@ -69,6 +71,7 @@ def test_two_open_returns_keep_the_profile_listed_until_both_close(klaviyo, conf
     assert open_returns(klaviyo, email) == []
 
 
+@pytest.mark.slow
 def test_an_older_update_never_overwrites_newer_properties_in_a_batch(klaviyo, config):
     records = [
         update("new", "ana@example.com", as_of=T2, properties={"status": "closed", "n": 2}),
@@ -82,6 +85,7 @@ def test_an_older_update_never_overwrites_newer_properties_in_a_batch(klaviyo, c
     assert properties_of(klaviyo, "bob@example.com") == {"status": "closed"}
 
 
+@pytest.mark.slow
 def test_an_older_update_never_overwrites_newer_properties_across_runs(
     klaviyo, config, ledger_path
 ):
@@ -100,6 +104,7 @@ def test_an_older_update_never_overwrites_newer_properties_across_runs(
     assert version["as_of"].startswith("2026-02-02 10:00:00")
 
 
+@pytest.mark.slow
 def test_an_older_update_riding_on_an_event_does_not_overwrite_either(klaviyo, config):
     newer = update("new", "ana@example.com", as_of=T2, properties={"status": "closed"})
     assert run_target(config, singer([newer])).error is None
@@ -112,6 +117,7 @@ def test_an_older_update_riding_on_an_event_does_not_overwrite_either(klaviyo, c
     assert [e["unique_id"] for e in klaviyo.events()] == ["e-1"]
 
 
+@pytest.mark.slow
 def test_updates_ride_on_their_profiles_event_in_the_same_run(klaviyo, config, ledger_path):
     records = [
         update(
@@ -145,6 +151,7 @@ def test_updates_ride_on_their_profiles_event_in_the_same_run(klaviyo, config, l
     assert reasons == {"u-ana": "sent_with_event", "u-bob": None}
 
 
+@pytest.mark.slow
 def test_update_of_a_profile_whose_event_is_rejected_goes_by_import(klaviyo, config, ledger_path):
     # The event is refused for a string over Klaviyo's 100 KB of UTF-8 (within the contract's
     # 102,400 characters): the update must still arrive.
@@ -158,6 +165,7 @@ def test_update_of_a_profile_whose_event_is_rejected_goes_by_import(klaviyo, con
     assert outcomes(ledger_path) == {"bad": "rejected", "u-ana": "accepted"}
 
 
+@pytest.mark.slow
 def test_import_jobs_are_polled_and_failed_profiles_set_aside_with_klaviyos_reason(
     tmp_path, ledger_path
 ):
@@ -222,6 +230,7 @@ def test_at_most_one_import_job_per_profile_in_flight(klaviyo, config):
     assert len(properties_of(klaviyo, "c0@example.com")["swap_open_returns"]) == 15
 
 
+@pytest.mark.slow
 def test_riding_updates_need_no_import_job(klaviyo, config):
     records = []
     for i in range(30):
@@ -234,6 +243,7 @@ def test_riding_updates_need_no_import_job(klaviyo, config):
     assert all(properties_of(klaviyo, f"c{i}@example.com") == {"i": i} for i in range(30))
 
 
+@pytest.mark.slow
 def test_a_refused_riding_update_does_not_take_its_profiles_events_with_it(
     klaviyo, config, ledger_path
 ):
@@ -262,6 +272,7 @@ def test_a_refused_riding_update_does_not_take_its_profiles_events_with_it(
     assert "note" not in properties_of(klaviyo, "ana@example.com")
 
 
+@pytest.mark.slow
 def test_an_append_of_objects_is_set_aside_and_the_run_goes_on(klaviyo, config, ledger_path):
     # Klaviyo's append and unappend take simple values; an object cannot be appended (and used
     # to stop the whole run).

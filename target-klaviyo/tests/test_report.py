@@ -49,6 +49,7 @@ def assert_no_full_email(text: str) -> None:
         assert email.split("@")[0] not in lowered  # not even the local part
 
 
+@pytest.mark.slow
 def test_figures(report):
     data, _ = report
     assert data.accepted_events == 20
@@ -72,6 +73,7 @@ def test_figures(report):
     assert [r.status for r in data.runs] == ["running", "failed", "succeeded"]
 
 
+@pytest.mark.slow
 def test_set_aside_records_by_reason(report):
     _, html = report
     rows = tables(html)["set-aside-records"]
@@ -131,6 +133,7 @@ def test_set_aside_records_by_reason(report):
     assert "13 records never reached Klaviyo" in html
 
 
+@pytest.mark.slow
 def test_mismatched_profiles(report):
     _, html = report
     rows = tables(html)["mismatched-records"]
@@ -152,6 +155,7 @@ OPEN_RETURNS = [
 ]
 
 
+@pytest.mark.slow
 def test_customers_with_open_returns(report):
     data, html = report
     rows = tables(html)["open-returns-table"]
@@ -178,6 +182,7 @@ def test_customers_with_open_returns(report):
     assert "payload" not in html.split('id="open-returns"')[1].split("</section>")[0]
 
 
+@pytest.mark.slow
 def test_open_returns_match_the_ledgers_own_view(report, ledger_url, clock):
     data, _ = report
     ledger = migrated_ledger(ledger_url)
@@ -190,6 +195,7 @@ def test_open_returns_match_the_ledgers_own_view(report, ledger_url, clock):
     )
 
 
+@pytest.mark.slow
 def test_ledger_keeps_no_email_for_the_flags(ledger_url):
     with contextlib.closing(sqlite3.connect(ledger_url.removeprefix("sqlite:///"))) as conn:
         rows = conn.execute("select * from profile_lists").fetchall()
@@ -198,6 +204,7 @@ def test_ledger_keeps_no_email_for_the_flags(ledger_url):
     assert_no_full_email(" ".join(str(cell) for row in rows for cell in row))
 
 
+@pytest.mark.slow
 def test_ledger_from_before_profile_lists(ledger_url, tmp_path):
     path = Path(ledger_url.removeprefix("sqlite:///"))
     with contextlib.closing(sqlite3.connect(path)) as conn, conn:
@@ -220,6 +227,7 @@ def test_ledger_from_before_profile_lists(ledger_url, tmp_path):
     assert "profile_lists" not in names  # read only: the report created nothing
 
 
+@pytest.mark.slow
 def test_reading_the_ledger_changes_nothing(ledger_url, tmp_path):
     path = Path(ledger_url.removeprefix("sqlite:///"))
     before = path.read_bytes()
@@ -227,6 +235,7 @@ def test_reading_the_ledger_changes_nothing(ledger_url, tmp_path):
     assert path.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_stale_flag_needs_a_newer_profile_update_still_not_delivered(tmp_path, clock):
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     run = Run(migrated_ledger(url), clock)
@@ -278,6 +287,7 @@ def test_stale_flag_needs_a_newer_profile_update_still_not_delivered(tmp_path, c
     assert "a newer update was not delivered: failed_profile_import" in html
 
 
+@pytest.mark.slow
 def test_recent_runs(report):
     _, html = report
     rows = tables(html)["runs-table"]
@@ -292,6 +302,7 @@ def test_recent_runs(report):
     assert failed[9] == "22222222"
 
 
+@pytest.mark.slow
 def test_charts_are_inline_svg_and_the_page_needs_no_network(report):
     _, html = report
     svgs = re.findall(r"<svg\b.*?</svg>", html, flags=re.DOTALL)
@@ -315,6 +326,7 @@ def test_charts_are_inline_svg_and_the_page_needs_no_network(report):
     assert "Content-Security-Policy" in html
 
 
+@pytest.mark.slow
 def test_no_full_email_in_page_or_summary(report, ledger_url):
     data, html = report
     assert_no_full_email(html)
@@ -329,6 +341,7 @@ def test_no_full_email_in_page_or_summary(report, ledger_url):
     assert "farah.khan@example.co.uk" in payloads
 
 
+@pytest.mark.slow
 def test_terminal_summary(report):
     data, _ = report
     summary = terminal_summary(data)
@@ -350,6 +363,7 @@ def test_terminal_summary(report):
     ]
 
 
+@pytest.mark.slow
 def test_since_limits_deliveries_and_runs(ledger_url, tmp_path):
     data = build_report(ledger_url, tmp_path / "report.html", since=T0 + hours(24))
     assert data.accepted_events == 10
@@ -391,6 +405,7 @@ def test_missing_ledger_file_fails_and_creates_nothing(tmp_path):
     assert not (tmp_path / "report.html").exists()
 
 
+@pytest.mark.slow
 def test_metric_names_are_data_not_markup_or_math(tmp_path, clock):
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     ledger = migrated_ledger(url)
@@ -418,6 +433,7 @@ def test_metric_names_are_data_not_markup_or_math(tmp_path, clock):
     assert "zoe@example.com" not in html
 
 
+@pytest.mark.slow
 def test_command_line(ledger_url, tmp_path, capsys):
     output = tmp_path / "cli.html"
     assert main([ledger_url, str(output), "--since", "2025-03-04T09:00:00"]) == 0
@@ -515,6 +531,7 @@ def test_the_page_after_a_crash_says_so_and_shows_the_error():
     assert "KeyError: &#39;data&#39;" in page
 
 
+@pytest.mark.slow
 def test_output_that_is_not_a_regular_file_is_written_in_place(ledger_url, tmp_path):
     # A pipe stands in for /dev/null: renaming a temporary file over it would replace it.
     pipe = tmp_path / "pipe"
@@ -537,6 +554,7 @@ def test_output_that_is_not_a_regular_file_is_written_in_place(ledger_url, tmp_p
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pipe")] == []
 
 
+@pytest.mark.slow
 def test_load_report_data_draws_and_writes_nothing(ledger_url, tmp_path):
     before = set(tmp_path.iterdir())
     data = load_report_data(ledger_url)

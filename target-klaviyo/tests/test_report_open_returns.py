@@ -21,6 +21,8 @@ from target_klaviyo.report import build_report, terminal_summary
 from target_klaviyo.target import TargetKlaviyo
 from tests.support.html_tables import tables
 
+pytestmark = pytest.mark.slow  # each test takes over half a second (not in the fast tier)
+
 KEY = "pk_test_4f1c9e2b7a6d5c3e8f0a1b2c"
 T1 = "2026-02-01T10:00:00+00:00"
 T2 = "2026-02-02T10:00:00+00:00"

@@ -36,6 +36,7 @@ def ops(ledger_url: str, tmp_path: Path, *args: str) -> Any:
     return CliRunner().invoke(klaviyo_ops, ["--config", str(config_file), *args])
 
 
+@pytest.mark.slow
 def test_summary_and_report_read_only_the_window(ledger_url: str, tmp_path: Path) -> None:
     everything = ops(ledger_url, tmp_path, "summary")
     assert everything.exit_code == 0, everything.output
@@ -61,10 +62,12 @@ def test_summary_and_report_read_only_the_window(ledger_url: str, tmp_path: Path
     assert "not a time or an age" in refused.output
 
 
+@pytest.mark.slow
 def test_python_m_report_takes_an_age_too(ledger_url: str, tmp_path: Path) -> None:
     assert report_main([ledger_url, str(tmp_path / "r.html"), "--since", "30d"]) == 0
 
 
+@pytest.mark.slow
 def test_the_figures_are_the_same_whatever_the_page_size(
     ledger_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

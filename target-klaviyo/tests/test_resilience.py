@@ -31,6 +31,8 @@ from tests.support.target import (
     update,
 )
 
+pytestmark = pytest.mark.slow  # each test takes over half a second (not in the fast tier)
+
 T1 = "2026-02-01T10:00:00+00:00"
 
 
@@ -64,7 +66,6 @@ def busy_input() -> str:
     return singer(records)
 
 
-@pytest.mark.slow  # waits on Retry-After, timeouts or back-off: seconds each
 def test_paced_to_scaled_limits_the_target_meets_few_429s(limited, ledger_path):
     limited.add_variants(["A"], inventory=0)
     config = limited_config(limited, ledger_path, rate_limits=scaled_limits(5))
@@ -75,7 +76,6 @@ def test_paced_to_scaled_limits_the_target_meets_few_429s(limited, ledger_path):
     assert all(limited.profile(f"p{i}@example.com") for i in range(40))
 
 
-@pytest.mark.slow  # waits on Retry-After, timeouts or back-off: seconds each
 def test_unpaced_the_same_load_is_throttled_and_still_delivered(limited, ledger_path):
     # The control for the test above: without pacing, the emulator's limits do bite, and the
     # target waits each Retry-After and delivers everything anyway.
@@ -120,7 +120,6 @@ def test_an_injected_429_is_waited_out_then_succeeds(klaviyo, config, ledger_pat
     ],
     ids=lambda value: value.get("kind", "") if isinstance(value, dict) else value.split()[1][5:],
 )
-@pytest.mark.slow  # waits on Retry-After, timeouts or back-off: seconds each
 def test_failures_are_retried_and_everything_arrives_once(
     klaviyo, config, ledger_path, fault, endpoint
 ):
@@ -144,7 +143,6 @@ def test_failures_are_retried_and_everything_arrives_once(
     assert set(outcomes(ledger_path).values()) == {"accepted"}
 
 
-@pytest.mark.slow  # waits on Retry-After, timeouts or back-off: seconds each
 def test_a_request_that_keeps_failing_fails_the_run_after_recording_what_was_confirmed(
     klaviyo, config, ledger_path, tmp_path, executable
 ):

@@ -25,6 +25,7 @@ def quantity(klaviyo: KlaviyoEmulator, sku: str) -> Any:
     return inventory_of(klaviyo, f"$custom:::$default:::{sku}")
 
 
+@pytest.mark.slow
 def test_each_restock_is_applied_once_even_when_rerun(klaviyo, config, ledger_path):
     klaviyo.add_variants(["A", "B"], inventory=10)
     records = [restock("r-1", "A", 3), restock("r-2", "A", 2), restock("r-3", "B", -4)]
@@ -52,6 +53,7 @@ def test_each_restock_is_applied_once_even_when_rerun(klaviyo, config, ledger_pa
     assert statuses == dict.fromkeys(["r-1", "r-2", "r-3", "r-4"], "applied")
 
 
+@pytest.mark.slow
 def test_a_repeated_restock_key_in_one_batch_is_applied_once(klaviyo, config):
     klaviyo.add_variants(["A"], inventory=1)
     records = [restock("r-1", "A", 5), restock("r-1", "A", 5)]
@@ -59,6 +61,7 @@ def test_a_repeated_restock_key_in_one_batch_is_applied_once(klaviyo, config):
     assert quantity(klaviyo, "A") == 6
 
 
+@pytest.mark.slow
 def test_variants_per_job_splits_jobs_and_applies_all(klaviyo, config):
     skus = [f"S{i:03d}" for i in range(25)]
     klaviyo.add_variants(skus, inventory=0)
@@ -70,6 +73,7 @@ def test_variants_per_job_splits_jobs_and_applies_all(klaviyo, config):
     assert klaviyo.stats()["variant_jobs_overlapping"] == 0
 
 
+@pytest.mark.slow
 def test_missing_variant_is_set_aside_as_variant_not_found(klaviyo, config, ledger_path):
     klaviyo.add_variants(["A"], inventory=2)
     records = [restock("r-1", "A", 1), restock("r-2", "GONE", 4)]
@@ -84,6 +88,7 @@ def test_missing_variant_is_set_aside_as_variant_not_found(klaviyo, config, ledg
     assert [r["restock_key"] for r in ledger_rows(ledger_path, "restocks")] == ["r-1"]
 
 
+@pytest.mark.slow
 def test_shopify_variants_are_set_aside_as_not_writable(klaviyo, config, ledger_path):
     klaviyo.add_variants(["A"], inventory=2, integration="$shopify")
     run = run_target(config, singer([restock("r-1", "A", 1, catalog="$shopify")]))
@@ -115,6 +120,7 @@ def leave_pending(ledger_path, key: str, sku: str, delta: int, base: int, job_id
         ledger.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("found", "expected_quantity", "status", "outcome", "reason"),
     [
@@ -141,6 +147,7 @@ def test_a_pending_restock_left_by_a_crash_is_resolved(
     assert (delivery["outcome"], delivery["reason"]) == (outcome, reason)
 
 
+@pytest.mark.slow
 def test_a_pending_restock_with_a_job_klaviyo_does_not_know_is_read_from_the_variant(
     klaviyo, config, ledger_path
 ):
@@ -151,6 +158,7 @@ def test_a_pending_restock_with_a_job_klaviyo_does_not_know_is_read_from_the_var
     assert [r["status"] for r in ledger_rows(ledger_path, "restocks")] == ["applied"]
 
 
+@pytest.mark.slow
 def test_a_pending_restock_whose_variant_is_gone_is_applied_when_it_exists(
     klaviyo, config, ledger_path
 ):
@@ -163,6 +171,7 @@ def test_a_pending_restock_whose_variant_is_gone_is_applied_when_it_exists(
     assert [r["reason"] for r in ledger_rows(ledger_path)] == ["variant_not_found"]
 
 
+@pytest.mark.slow
 def test_an_absurd_delta_is_set_aside_and_does_not_stop_every_run(klaviyo, config, ledger_path):
     # A garbage number from a source (it used to overflow the ledger and crash each rerun).
     klaviyo.add_variants(["A", "B"], inventory=1)

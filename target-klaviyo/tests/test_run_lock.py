@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from emulators.klaviyo import KlaviyoEmulator
 from target_klaviyo.target import TargetKlaviyo
 
 
+@pytest.mark.slow
 def test_a_second_run_waits_for_the_ledger_then_gives_up_clearly(
     klaviyo: KlaviyoEmulator, tmp_path: Path
 ) -> None:

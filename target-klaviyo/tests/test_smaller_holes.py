@@ -37,6 +37,7 @@ def ops(config: dict[str, Any], tmp_path: Path, *args: str) -> Any:
 # -- one event, once per run ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_same_event_in_two_batches_of_one_run_is_sent_once(
     klaviyo: RecordingKlaviyo, config: dict[str, Any], ledger_path: Path
 ) -> None:
@@ -65,6 +66,7 @@ def test_the_same_event_in_two_batches_of_one_run_is_sent_once(
 # -- replay takes the run lock --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_replay_waits_for_the_run_lock_and_gives_up_clearly(
     klaviyo: RecordingKlaviyo, config: dict[str, Any], ledger_path: Path, tmp_path: Path
 ) -> None:
@@ -87,6 +89,7 @@ def test_replay_waits_for_the_run_lock_and_gives_up_clearly(
     assert [e["unique_id"] for e in klaviyo.events()] == ["e-1"]
 
 
+@pytest.mark.slow
 def test_replay_goes_page_by_page_and_never_resends_what_it_set_aside_again(
     klaviyo: RecordingKlaviyo, config: dict[str, Any], ledger_path: Path, tmp_path: Path
 ) -> None:
@@ -114,6 +117,7 @@ def test_replay_goes_page_by_page_and_never_resends_what_it_set_aside_again(
 # -- dead letters ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dead_letters_exports_every_unreplayed_row_in_pages_into_an_owner_only_file(
     klaviyo: RecordingKlaviyo, config: dict[str, Any], ledger_path: Path, tmp_path: Path
 ) -> None:
@@ -162,6 +166,7 @@ def test_the_log_filter_and_the_escape_keep_tabs_and_text() -> None:
     assert record.getMessage() == "key x\\x1b[0m"
 
 
+@pytest.mark.slow
 def test_a_failed_replay_records_why_in_the_runs_table(
     klaviyo: RecordingKlaviyo, config: dict[str, Any], ledger_path: Path, tmp_path: Path
 ) -> None:
