@@ -188,6 +188,9 @@ class Runner:
     # -- the loop --------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        await self._resume_dagster_runs()
+        if self._stopping.is_set():
+            return
         interrupted = await asyncio.to_thread(self.store.recover)
         if interrupted:
             logger.warning(
@@ -217,27 +220,44 @@ class Runner:
         claim = await asyncio.to_thread(self.store.claim)
         if claim is None:
             return
-        log_file = self._log_path(claim.run_id)
+        logger.info("run %d started for %d deliveries", claim.run_id, claim.deliveries)
+        await self._run(claim.run_id, claim.deliveries)
+
+    async def _run(self, run_id: int, deliveries: int, launched: str | None = None) -> None:
+        """Run (or, with ``launched``, follow the Dagster run of) a claimed run; record its end.
+
+        A run whose Dagster run goes on when the receiver stops is left ``running`` in the state
+        db, with its deliveries: the next start follows it again instead of launching another.
+        """
+        log_file = self._log_path(run_id)
         self.state = "running"
         self.current_run = {
-            "id": claim.run_id,
-            "deliveries": claim.deliveries,
+            "id": run_id,
+            "deliveries": deliveries,
             "refusals": 0,
             "log_file": str(log_file),
         }
-        logger.info("run %d started for %d deliveries", claim.run_id, claim.deliveries)
+        if launched is not None:
+            self.current_run["dagster_run_id"] = launched
         started = time.monotonic()
         try:
-            report = await self._run_until_started(log_file, claim.run_id)
+            if launched is None:
+                report = await self._run_until_started(log_file, run_id)
+            else:
+                report = await self._follow_again(log_file, launched)
+            left_on_dagster = self._stopping.is_set() and "dagster_run_id" in self.current_run
         finally:
             self.current_run = None
+        if left_on_dagster and report.outcome == INTERRUPTED:
+            logger.info("run %d: its Dagster run goes on; followed again at the next start", run_id)
+            return
         report = replace(
             report, duration_seconds=round(time.monotonic() - started, 3), log_file=str(log_file)
         )
-        await asyncio.to_thread(self.store.finish, claim.run_id, report)
+        await asyncio.to_thread(self.store.finish, run_id, report)
         logger.info(
             "run %d: %s (exit %s, %.1f s); output in %s",
-            claim.run_id,
+            run_id,
             report.outcome,
             report.exit_code,
             report.duration_seconds,
@@ -347,6 +367,30 @@ class Runner:
         return Attempt(CRASHED, exit_code, "ended without a run outcome line")
 
     # -- runs on Dagster (dagster_url) ------------------------------------------------------------
+
+    async def _resume_dagster_runs(self) -> None:
+        """Runs launched on Dagster before the receiver stopped: followed, not launched again."""
+        if self.dagster is None:
+            return
+        try:
+            for run_id, deliveries, launched in await asyncio.to_thread(
+                self.store.unfinished_dagster_runs
+            ):
+                if self._stopping.is_set():
+                    return
+                await self._run(run_id, deliveries, launched)
+        except Exception:
+            # The recovery that follows frees their deliveries for a new launch.
+            logger.exception("could not follow the Dagster runs launched before the stop")
+
+    async def _follow_again(self, log_file: Path, launched: str) -> RunReport:
+        with _owner_only(log_file) as log:
+            capture = OutputCapture(log)
+            _say(capture, f"the receiver started again: following Dagster run {launched}")
+            attempt = await self._follow_dagster_run(capture, launched)
+        return RunReport(
+            attempt.outcome, attempt.exit_code, note=attempt.note, output_tail=capture.tail
+        )
 
     async def _launch_on_dagster(self, capture: OutputCapture, run_id: int) -> Attempt:
         """Launch the brand's partition on Dagster, then follow that run to its outcome.

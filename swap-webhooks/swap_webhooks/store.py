@@ -328,6 +328,16 @@ class DeliveryStore:
         with self._transaction() as db:
             db.execute("UPDATE runs SET dagster_run_id = ? WHERE id = ?", (dagster_run_id, run_id))
 
+    def unfinished_dagster_runs(self) -> list[tuple[int, int, str]]:
+        """``(run id, deliveries, Dagster run id)`` of runs launched on Dagster and not ended."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, deliveries, dagster_run_id FROM runs WHERE outcome = ?"
+                " AND dagster_run_id IS NOT NULL ORDER BY id",
+                (RUNNING,),
+            ).fetchall()
+        return [(int(run), int(count), str(launched)) for run, count, launched in rows]
+
     def count_refusal_of_run(self) -> None:
         """A try of the current run that another run's claim refused (it tries again)."""
         with self._transaction() as db:

@@ -233,3 +233,26 @@ def test_dagster_url_needs_a_brands_file_and_an_http_url(tmp_path: Path) -> None
     assert config.dagster_url == "http://dagster:3000"
     # No command of the receiver's starts the runs: the run command is not checked.
     assert runner.check_command(config, {"PATH": ""}) is None
+
+
+@pytest.mark.slow  # about a second: two receivers, one after the other
+def test_a_restarted_receiver_follows_its_launched_run_instead_of_launching_again(
+    receiver: ReceiverThread, dagster: ScriptedDagster
+) -> None:
+    send(receiver, 1)
+    wait_until(lambda: (acme(receiver)["current_run"] or {}).get("dagster_run_id"), what="launch")
+    dagster.status = "STARTED"
+    receiver.stop()
+    with ReceiverThread(receiver.settings, env={"ACME_WEBHOOK_SECRET": SECRET}) as again:
+        current = wait_until(lambda: acme(again)["current_run"], what="the run followed again")
+        assert current["dagster_run_id"] == "run-1"
+        dagster.outcome, dagster.status = "succeeded", "SUCCESS"
+        wait_until(lambda: ended(again) == "succeeded", what="the followed run's end")
+        health = acme(again)
+        runs = again.metrics()["runs"]
+    assert len(dagster.launches) == 1
+    assert health["last_run"]["dagster_run_id"] == "run-1"
+    assert (health["queue"]["pending"], health["queue"]["in_run"]) == (0, 0)
+    assert (runs["started"], runs["succeeded"], runs["interrupted"]) == (1, 1, 0)
+    log = Path(health["last_run"]["log_file"]).read_text()
+    assert "the receiver started again: following Dagster run run-1" in log
