@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from swap_transforms.errors import MappingFileError, Problem
+from swap_transforms.shipped_files import shipped
 
-#: The copies of the target's schemas shipped beside this package (transforms/schemas).
-DEFAULT_FOLDER = Path(__file__).resolve().parent.parent / "schemas"
+#: The copies of the target's schemas shipped with this package: inside it in a wheel
+#: (pyproject.toml's force-include), else beside it (transforms/schemas, an editable install).
+DEFAULT_FOLDER = shipped("schemas")
 
 
 @dataclass(frozen=True)

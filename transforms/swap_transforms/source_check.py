@@ -33,10 +33,12 @@ from jinja2 import nodes
 
 from swap_transforms.errors import Problem
 from swap_transforms.sandbox import ExpressionError, parse_expression, parse_template
+from swap_transforms.shipped_files import shipped
 from swap_transforms.values import LOOP_KEYS, LOOP_OPTIONAL_KEYS, Site, split_for_each
 
-#: The tap's schemas as `tap-swapcommerce --discover` gives them (tests keep the copies current).
-DEFAULT_SOURCES = Path(__file__).resolve().parent.parent / "sources" / "tap-swapcommerce"
+#: The tap's schemas as `tap-swapcommerce --discover` gives them (tests keep the copies current),
+#: shipped with this package.
+DEFAULT_SOURCES = shipped("sources") / "tap-swapcommerce"
 
 #: Filters that give the list they get (filtered or reordered): its items keep their shape.
 _SAME_LIST = frozenset({"list", "unique", "sort", "reverse", "select", "reject"})
