@@ -2,7 +2,7 @@
 
 The mapper's own tests are in transforms/tests (they travel with the plugin). These need what a
 plugin alone does not have: the tap's executable, the `meltano` CLI and meltano.yml, the
-repository's README and editor settings.
+repository's editor settings (tests/test_readme_contract.py checks the READMEs' tables).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from emulators.swap import SwapEmulator
 from swap_transforms.history import main as history_main
@@ -29,7 +28,6 @@ BIN = Path(sys.executable).parent
 TRANSFORMS = REPO / "transforms"
 DEFAULT_MAPPING = TRANSFORMS / "swap_to_klaviyo.yml"
 SOURCES = TRANSFORMS / "sources" / "tap-swapcommerce"
-CONTRACT = TRANSFORMS / "contract.yml"
 
 
 @pytest.mark.slow
@@ -205,7 +203,7 @@ def test_under_meltano_the_variable_chooses_the_mapping_files(tmp_path: Path) ->
         DEFAULT_MAPPING,
         TRANSFORMS / "definitions" / "swap_returns.yml",
         TRANSFORMS / "swap_to_klaviyo.tests.yml",
-        CONTRACT,
+        TRANSFORMS / "contract.yml",
     ],
     ids=lambda p: p.name,
 )
@@ -218,30 +216,3 @@ def test_the_editor_settings_give_each_file_its_schema(path: Path) -> None:
     settings = json.loads((REPO / ".vscode" / "settings.json").read_text())
     patterns = {(REPO / name).resolve(): globs for name, globs in settings["yaml.schemas"].items()}
     assert any(path.relative_to(REPO).match(glob) for glob in patterns[schema]), path
-
-
-def readme_metrics(path: Path) -> list[str]:
-    """The first column of the README's metric table (`| metric | ...`)."""
-    lines = path.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if re.match(r"\|\s*metric\s*\|", line))
-    names = []
-    for line in lines[start + 2 :]:
-        if not line.startswith("|"):
-            break
-        names.append(line.split("|")[1].strip().strip("`"))
-    return names
-
-
-def test_the_project_readme_table_lists_the_contract() -> None:
-    readme = REPO / "README.md"
-    contract = yaml.safe_load(CONTRACT.read_text())
-    assert readme_metrics(readme) == list(contract["metrics"]), (
-        f"{readme}'s metric table differs from {CONTRACT}: update the table"
-    )
-    text = readme.read_text()
-    for name in [*contract["profile_properties"], *contract["lists"]]:
-        assert re.search(rf"\b{name}\b", text), f"{readme} does not mention {name}"
-    mentioned = set(re.findall(r"`(swap_[a-z_]+)`", text))
-    assert mentioned <= {*contract["profile_properties"], *contract["lists"]}, (
-        f"{readme} names profile properties that are not in {CONTRACT}"
-    )
