@@ -35,6 +35,10 @@ PARTITION_TAG = "dagster/partition"
 OUTCOME_ENTRY = "outcome"
 #: Dagster's run statuses after which nothing more happens to the run.
 FINISHED = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
+#: Set on a failed run that the instance's ``run_retries`` will start again (its worker died)...
+WILL_RETRY_TAG = "dagster/will_retry"
+#: ... and, once it has, the id of the run that does.
+RETRY_RUN_TAG = "dagster/auto_retry_run_id"
 #: How long one GraphQL request may take.
 REQUEST_SECONDS = 30.0
 #: Events read per page of a run's event log.
@@ -67,7 +71,7 @@ STATUS_QUERY = """
 query SwapWebhooksRunStatus($runId: ID!) {
   runOrError(runId: $runId) {
     __typename
-    ... on Run { status }
+    ... on Run { status tags { key value } }
     ... on Error { message }
   }
 }
@@ -104,6 +108,27 @@ mutation SwapWebhooksTerminate($runId: String!) {
 
 class DagsterError(RuntimeError):
     """Dagster could not be reached, or answered with an error: the launch did not happen."""
+
+
+@dataclass(frozen=True)
+class RunState:
+    """A run's status, and whether Dagster starts it again (and as which run)."""
+
+    status: str
+    tags: Mapping[str, str]
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def retried_as(self) -> str | None:
+        return self.tags.get(RETRY_RUN_TAG)
+
+    @property
+    def to_be_retried(self) -> bool:
+        """Failed, but Dagster will start it again: its outcome is the retry's."""
+        return self.status == "FAILURE" and self.tags.get(WILL_RETRY_TAG) == "true"
 
 
 @dataclass(frozen=True)
@@ -162,12 +187,13 @@ class DagsterClient:
             )
         return found[0]
 
-    async def status(self, run_id: str) -> str:
-        """The run's status: QUEUED, STARTING, STARTED, SUCCESS, FAILURE, CANCELED, ..."""
+    async def state(self, run_id: str) -> RunState:
+        """The run's status (QUEUED, STARTING, STARTED, SUCCESS, FAILURE, CANCELED, ...), tags."""
         answer = (await self._call(STATUS_QUERY, {"runId": run_id}))["runOrError"]
         if answer["__typename"] != "Run":
             raise DagsterError(f"cannot read run {run_id}: {_why(answer)}")
-        return str(answer["status"])
+        tags = {str(tag["key"]): str(tag["value"]) for tag in answer.get("tags") or []}
+        return RunState(str(answer["status"]), tags)
 
     async def outcome(self, run_id: str) -> str | None:
         """The last ``outcome`` the run's asset recorded (succeeded or failed); None without one."""

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from swap_webhooks.alerts import post_alert, stale_alert_text
-from swap_webhooks.dagster_runs import FINISHED, DagsterClient, DagsterError
+from swap_webhooks.dagster_runs import DagsterClient, DagsterError, RunState
 from swap_webhooks.settings import Settings
 from swap_webhooks.store import (
     ALREADY_RUNNING,
@@ -244,7 +244,7 @@ class Runner:
             if launched is None:
                 report = await self._run_until_started(log_file, run_id)
             else:
-                report = await self._follow_again(log_file, launched)
+                report = await self._follow_again(log_file, run_id, launched)
             left_on_dagster = self._stopping.is_set() and "dagster_run_id" in self.current_run
         finally:
             self.current_run = None
@@ -383,11 +383,11 @@ class Runner:
             # The recovery that follows frees their deliveries for a new launch.
             logger.exception("could not follow the Dagster runs launched before the stop")
 
-    async def _follow_again(self, log_file: Path, launched: str) -> RunReport:
+    async def _follow_again(self, log_file: Path, run_id: int, launched: str) -> RunReport:
         with _owner_only(log_file) as log:
             capture = OutputCapture(log)
             _say(capture, f"the receiver started again: following Dagster run {launched}")
-            attempt = await self._follow_dagster_run(capture, launched)
+            attempt = await self._follow_dagster_run(capture, run_id, launched)
         return RunReport(
             attempt.outcome, attempt.exit_code, note=attempt.note, output_tail=capture.tail
         )
@@ -409,24 +409,38 @@ class Runner:
             logger.warning("Dagster did not launch %s's run: %s", self.partition, error)
             _say(capture, f"Dagster did not launch the run: {error}")
             return Attempt(CRASHED, None, f"Dagster did not launch the run: {error}")
+        await self._record_dagster_run(run_id, launched)
+        logger.info("run %d: Dagster run %s launched for %s", run_id, launched, self.partition)
+        _say(capture, f"Dagster run {launched} launched (partition {self.partition})")
+        return await self._follow_dagster_run(capture, run_id, launched)
+
+    async def _record_dagster_run(self, run_id: int, launched: str) -> None:
         await asyncio.to_thread(self.store.record_dagster_run, run_id, launched)
         if self.current_run is not None:
             self.current_run["dagster_run_id"] = launched
-        logger.info("run %d: Dagster run %s launched for %s", run_id, launched, self.partition)
-        _say(capture, f"Dagster run {launched} launched (partition {self.partition})")
-        return await self._follow_dagster_run(capture, launched)
 
-    async def _follow_dagster_run(self, capture: OutputCapture, launched: str) -> Attempt:
-        """Poll the run's status until it ends; Dagster out of reach meanwhile is waited out."""
+    async def _follow_dagster_run(
+        self, capture: OutputCapture, run_id: int, launched: str
+    ) -> Attempt:
+        """Poll the run until it (or Dagster's own retry of it) ends.
+
+        Dagster out of reach meanwhile is waited out, up to ``run_timeout_seconds``.
+        """
         assert self.dagster is not None
         deadline = time.monotonic() + self.settings.run_timeout_seconds
         seen = None
         while True:
             try:
-                status = await self.dagster.status(launched)
-                if status in FINISHED:
+                state = await self.dagster.state(launched)
+                status = _described(state)
+                if state.retried_as is not None:
+                    _say(capture, f"Dagster run {launched}: FAILURE; retried as {state.retried_as}")
+                    launched = state.retried_as
+                    await self._record_dagster_run(run_id, launched)
+                    continue
+                if state.finished and not state.to_be_retried:
                     outcome = await self.dagster.outcome(launched)
-                    return _dagster_verdict(capture, launched, status, outcome)
+                    return _dagster_verdict(capture, launched, state.status, outcome)
             except DagsterError as error:
                 status = f"not known ({error})"
             if status != seen:
@@ -517,6 +531,10 @@ class Runner:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
         return not self._stopping.is_set()
+
+
+def _described(state: RunState) -> str:
+    return f"{state.status} (Dagster will retry it)" if state.to_be_retried else state.status
 
 
 def _dagster_verdict(

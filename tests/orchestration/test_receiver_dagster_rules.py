@@ -32,6 +32,8 @@ class ScriptedDagster:
         self.status = "QUEUED"
         self.outcome: str | None = None
         self.refuse: str | None = None
+        #: Runs answered on their own: ``run id -> (status, tags)``.
+        self.per_run: dict[str, tuple[str, dict[str, str]]] = {}
         scripted = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -64,7 +66,9 @@ class ScriptedDagster:
         if "launchPipelineExecution" in query:
             return {"launchPipelineExecution": self.launch(variables["executionParams"])}
         if "runOrError" in query:
-            return {"runOrError": {"__typename": "Run", "status": self.status}}
+            status, tags = self.per_run.get(variables["runId"], (self.status, {}))
+            pairs = [{"key": key, "value": value} for key, value in tags.items()]
+            return {"runOrError": {"__typename": "Run", "status": status, "tags": pairs}}
         if "logsForRun" in query:
             entries: list[dict[str, Any]] = (
                 [{"label": "outcome", "text": self.outcome}] if self.outcome else []
@@ -256,3 +260,23 @@ def test_a_restarted_receiver_follows_its_launched_run_instead_of_launching_agai
     assert (runs["started"], runs["succeeded"], runs["interrupted"]) == (1, 1, 0)
     log = Path(health["last_run"]["log_file"]).read_text()
     assert "the receiver started again: following Dagster run run-1" in log
+
+
+@pytest.mark.slow  # about a second: the receiver's runs, one after another
+def test_a_run_dagster_retries_itself_is_followed_to_the_retrys_outcome(
+    receiver: ReceiverThread, dagster: ScriptedDagster
+) -> None:
+    will_retry = {"dagster/will_retry": "true"}
+    dagster.per_run["run-1"] = ("FAILURE", will_retry)  # its worker died; Dagster retries it
+    send(receiver, 1)
+    wait_until(lambda: dagster.launches, what="the launch")
+    log = wait_until(lambda: (acme(receiver)["current_run"] or {}).get("log_file"), what="run")
+    wait_until(lambda: "FAILURE (Dagster will retry it)" in Path(log).read_text(), what="retry")
+    assert ended(receiver) is None  # still waiting for the retry, not a failure of ours
+    dagster.per_run["run-1"] = ("FAILURE", {**will_retry, "dagster/auto_retry_run_id": "run-9"})
+    dagster.outcome, dagster.status = "succeeded", "SUCCESS"  # run-9's
+    wait_until(lambda: ended(receiver) == "succeeded", what="the retry's outcome")
+    assert len(dagster.launches) == 1
+    last = acme(receiver)["last_run"]
+    assert last["dagster_run_id"] == "run-9"
+    assert "Dagster run run-1: FAILURE; retried as run-9" in last["output_tail"]
