@@ -26,8 +26,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy
-
 from emulators.http import Request
 from emulators.klaviyo import KlaviyoEmulator
 from target_klaviyo.client import ENDPOINTS
@@ -227,10 +225,6 @@ def last_outcome(stderr: str) -> str | None:
     return found.group(1) if found else None
 
 
-def states_of(stdout: str) -> list[Any]:
-    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
-
-
 # -- Singer input ----------------------------------------------------------------------------------
 
 
@@ -342,39 +336,18 @@ def singer(items: Iterable[Item]) -> str:
 # -- the ledger ------------------------------------------------------------------------------------
 
 
-def ledger_rows(path: Path | str, table: str = "deliveries", **where: Any) -> list[dict[str, Any]]:
-    """Rows of a ledger table, read with plain sqlite3 (not through the target's own code).
-
-    ``path`` may also be a database URL (a PostgreSQL ledger), read with plain SQLAlchemy.
-    """
+def ledger_rows(path: Path, table: str = "deliveries", **where: Any) -> list[dict[str, Any]]:
+    """Rows of a ledger table, read with plain sqlite3 (not through the target's own code)."""
     clauses = " AND ".join(f"{column} = ?" for column in where)
     query = f"SELECT * FROM {table}" + (f" WHERE {clauses}" if clauses else "")
-    if isinstance(path, str):
-        return _url_execute(path, query, *where.values())
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.row_factory = sqlite3.Row
         return [dict(row) for row in conn.execute(query, tuple(where.values()))]
 
 
-def ledger_execute(path: Path | str, sql: str, *params: Any) -> None:
-    if isinstance(path, str):
-        _url_execute(path, sql, *params)
-        return
+def ledger_execute(path: Path, sql: str, *params: Any) -> None:
     with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute(sql, params)
-
-
-def _url_execute(url: str, sql: str, *params: Any) -> list[dict[str, Any]]:
-    """``sql`` with ``?`` placeholders on the database at ``url``; its rows, if it returns any."""
-    parts = sql.split("?")
-    text = "".join(part + (f":p{i}" if i < len(parts) - 1 else "") for i, part in enumerate(parts))
-    engine = sqlalchemy.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            result = conn.execute(sqlalchemy.text(text), {f"p{i}": v for i, v in enumerate(params)})
-            return [dict(row) for row in result.mappings()] if result.returns_rows else []
-    finally:
-        engine.dispose()
 
 
 def outcomes(path: Path, stream: str | None = None) -> dict[str, str]:
