@@ -540,10 +540,14 @@ def _described(state: RunState) -> str:
 def _dagster_verdict(
     capture: OutputCapture, launched: str, status: str, outcome: str | None
 ) -> Attempt:
-    """The run's outcome as its asset recorded it; without one, what Dagster's status implies."""
+    """The run's outcome as its asset recorded it (decisions §2), never Dagster's status alone.
+
+    Without one the run ended before it could say what it did: ``interrupted`` when it was
+    cancelled, else ``crashed`` (even after SUCCESS: nothing passes on an unknown outcome).
+    """
     note = f"Dagster run {launched}: {status}"
     if outcome is None:
-        outcome = {"SUCCESS": SUCCEEDED, "CANCELED": INTERRUPTED}.get(status, CRASHED)
+        outcome = INTERRUPTED if status == "CANCELED" else CRASHED
         note += " without a run outcome"
     _say(capture, f"Dagster run {launched}: {status}; run outcome: {outcome}")
     return Attempt(outcome, None, note)

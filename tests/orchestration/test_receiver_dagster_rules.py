@@ -280,3 +280,19 @@ def test_a_run_dagster_retries_itself_is_followed_to_the_retrys_outcome(
     last = acme(receiver)["last_run"]
     assert last["dagster_run_id"] == "run-9"
     assert "Dagster run run-1: FAILURE; retried as run-9" in last["output_tail"]
+
+
+@pytest.mark.slow  # about a second: the receiver's run
+def test_a_run_without_an_outcome_is_not_taken_for_a_success(
+    receiver: ReceiverThread, dagster: ScriptedDagster
+) -> None:
+    dagster.status = "SUCCESS"  # and no outcome in the asset's metadata
+    send(receiver, 1)
+    wait_until(lambda: ended(receiver), what="the run's end")
+    last = acme(receiver)["last_run"]
+    assert (last["outcome"], last["note"]) == (
+        "crashed",
+        "Dagster run run-1: SUCCESS without a run outcome",
+    )
+    queue = acme(receiver)["queue"]
+    assert queue["pending"] + queue["in_run"] == 1  # the delivery waits for the next run
