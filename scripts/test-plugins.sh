@@ -16,6 +16,9 @@ folders=("$@")
 [ ${#folders[@]} -gt 0 ] || folders=(tap-swapcommerce transforms target-klaviyo swap-webhooks)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# The shared reference material (Swap's API contract, Klaviyo's specs) for the plugins' tests that
+# read it: a copy of a plugin's folder has no ../shared beside it.
+export SWAP_KLAVIYO_SHARED=${SWAP_KLAVIYO_SHARED:-$(cd .. && pwd)/shared}
 
 # python3.X on PATH if it runs (a pyenv shim may not), else pyenv's own install of 3.X.
 find_python() {
