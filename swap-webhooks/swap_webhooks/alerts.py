@@ -1,11 +1,14 @@
 """The staleness alert: a short Slack-compatible JSON post (``{"text": ...}``).
 
-It goes out when no run has succeeded for ``stale_after_minutes`` while deliveries wait.
+It goes out when no run has succeeded for ``stale_after_minutes`` while deliveries wait, then, as
+any repeated outcome (decisions §2), again only when the last run's outcome changes or a day
+later, until a run succeeds.
 
 A pipeline that stopped delivering is otherwise silent: each failed run may alert from the target,
-but a run that never starts (Meltano broken, disk full, a claim never released) alerts nobody.
-The text names times, the last outcome and the log file to read; never a customer, never a key.
-Posted with the standard library: the receiver needs no HTTP client of its own.
+but a run that never starts (Meltano broken, disk full, a claim never released, a launch Dagster
+refused) alerts nobody. The text names the brand (with a brands file: whose pipeline, in an
+agency's shared channel), times, the last outcome and the log file to read; never a customer,
+never a key. Posted with the standard library: the receiver needs no HTTP client of its own.
 """
 
 from __future__ import annotations
@@ -15,18 +18,46 @@ import logging
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
+#: A staleness alert whose last outcome has not changed goes out again after this long.
+REPEAT_ALERT_AFTER = timedelta(days=1)
+
+
+def stale_alert_due(
+    sent_at: str | None, alerted_outcome: str | None, outcome: str | None, now: datetime
+) -> bool:
+    """Whether a stale pipeline alerts now: first, on a new last outcome, or a day on.
+
+    ``sent_at`` and ``alerted_outcome`` are the previous alert of this stale period (none since
+    the last successful run: ``sent_at`` None); ``outcome`` is the last run's now.
+    """
+    if sent_at is None:
+        return True
+    if outcome != alerted_outcome:
+        return True
+    return now - datetime.fromisoformat(sent_at) >= REPEAT_ALERT_AFTER
+
 
 def stale_alert_text(
-    stale_after_minutes: float, since: str, last_run: Mapping[str, Any] | None
+    stale_after_minutes: float,
+    since: str,
+    last_run: Mapping[str, Any] | None,
+    *,
+    brand: str | None = None,
 ) -> str:
+    """The text; ``brand`` (its name in the brands file) says whose pipeline has gone stale."""
+    whose = f" {brand}" if brand else ""
+    outcome = f" (last run `{last_run['outcome']}`)" if last_run is not None else ""
     lines = [
-        f"*Swap → Klaviyo: no pipeline run has succeeded for {stale_after_minutes:g} minutes*",
+        f"*Swap → Klaviyo{whose}: no pipeline run has succeeded for"
+        f" {stale_after_minutes:g} minutes*{outcome}",
         f"Waiting since {since} (oldest delivery not handled, or first run after the last"
-        " success). Further alerts only after a run succeeds.",
+        " success). Alerted again when the last run's outcome changes, or a day later, until a"
+        " run succeeds.",
     ]
     if last_run is not None:
         lines.append(

@@ -90,7 +90,7 @@ class Receiver:
         try:
             for store_id, brand in load_brands(self.settings, self.env or os.environ).items():
                 store = DeliveryStore(brand.settings.state_db)
-                runner = Runner(brand.settings, store, env=self.env, partition=brand.name)
+                runner = Runner(brand.settings, store, env=self.env, brand=brand.name)
                 self.routes[store_id] = BrandRoute(brand, store, runner, GroupCommit(store))
                 runner.start()
             where = "launched on Dagster" if self.settings.dagster_url else "run here"

@@ -2,12 +2,14 @@
 
 An agency lists its brands in a brands file (``brands.yml``, the project's ``swap-brands``
 checks it against its schema). With ``brands_file`` set, the receiver reads each entry's
-``name``, ``store_id`` and ``webhook_secret_env`` (the *name* of the variable holding that store's
-``whsk_`` secret), verifies a delivery with the secret of the store its token names, and runs
-that brand's pipeline (``swap-brands run <brand>``; a changed ``run_command`` gets the brand's name
-as its last argument) with a queue, state db and run logs of the
-brand's own, so a burst for one brand never delays another's run. A store not in the file is
-refused as any other store is (403).
+``name``, ``store_id``, ``webhook_secret_env`` (the *name* of the variable holding that store's
+``whsk_`` secret) and ``alert_webhook_url_env``, verifies a delivery with the secret of the store
+its token names, and runs that brand's pipeline (``swap-brands run <brand>``; a changed
+``run_command`` gets the brand's name as its last argument) with a queue, state db and run logs of
+the brand's own, so a burst for one brand never delays another's run. A store not in the file is
+refused as any other store is (403). The brand's alerts go to its own destination (the variable
+``alert_webhook_url_env`` names; the receiver's ``alert_webhook_url`` for a brand without one), so
+one brand's trouble reaches the people who look after that brand.
 """
 
 from __future__ import annotations
@@ -33,19 +35,30 @@ class Brand:
     settings: Settings
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """What the receiver reads of a brand's entry: its name, store and variables' names."""
+
+    name: str
+    store: str
+    secret_env: str | None
+    alert_env: str | None
+
+
 def load_brands(settings: Settings, env: Mapping[str, str]) -> dict[str, Brand]:
     """The brands of ``settings.brands_file`` by store id, each with its secret and run."""
     assert settings.brands_file is not None
     entries = _entries(settings.brands_file)
     brands: dict[str, Brand] = {}
     for entry in entries:
-        name, store, variable = _fields(entry, settings.brands_file)
-        if variable is None:
+        found = _fields(entry, settings.brands_file)
+        if found.secret_env is None:
             continue  # a brand on its schedule only: no webhooks configured
-        secret = env.get(variable)
-        if not secret:
-            raise SettingsError(f"brand {name}: {variable} (its webhook secret) is not set")
-        brands[store] = Brand(name, _brand_settings(settings, name, store, Secret(secret)))
+        secret = _variable(env, found.secret_env, found.name, "its webhook secret")
+        alert_url = settings.alert_webhook_url
+        if found.alert_env is not None:
+            alert_url = _variable(env, found.alert_env, found.name, "its alert webhook URL")
+        brands[found.store] = Brand(found.name, _brand_settings(settings, found, secret, alert_url))
     if not brands:
         raise SettingsError(f"{settings.brands_file}: no brand has a webhook_secret_env")
     return brands
@@ -58,11 +71,23 @@ def brand_command(settings: Settings, name: str) -> tuple[str, ...]:
     return (BRANDS_COMMAND, "--brands-file", str(settings.brands_file), "run", name)
 
 
-def _brand_settings(settings: Settings, name: str, store: str, secret: Secret) -> Settings:
-    db = settings.state_db
+def _variable(env: Mapping[str, str], variable: str, name: str, what: str) -> Secret:
+    """The value of a variable a brand's entry names; an error names it, never a value."""
+    value = env.get(variable)
+    if not value:
+        raise SettingsError(f"brand {name}: {variable} ({what}) is not set")
+    return Secret(value)
+
+
+def _brand_settings(
+    settings: Settings, entry: _Entry, secret: Secret, alert_url: Secret | None
+) -> Settings:
+    """The receiver's settings for the brand's runner: its store, secret, run, files and alerts."""
+    name, db = entry.name, settings.state_db
     return settings.with_changes(
-        store_id=store,
+        store_id=entry.store,
         webhook_secret=secret,
+        alert_webhook_url=alert_url,
         run_command=brand_command(settings, name),
         state_db=db.with_name(f"{db.stem}.{name}{db.suffix}"),
         run_log_dir=settings.run_log_dir / name,
@@ -81,9 +106,13 @@ def _entries(path: Path) -> list[Any]:
     return brands
 
 
-def _fields(entry: Any, path: Path) -> tuple[str, str, str | None]:
+def _fields(entry: Any, path: Path) -> _Entry:
     if not isinstance(entry, dict) or not entry.get("name") or not entry.get("store_id"):
         raise SettingsError(f"{path}: a brand without name or store_id (`swap-brands list`)")
-    name, store = str(entry["name"]), str(entry["store_id"])
-    variable = entry.get("webhook_secret_env")
-    return name, store, str(variable) if variable else None
+    secret_env, alert_env = entry.get("webhook_secret_env"), entry.get("alert_webhook_url_env")
+    return _Entry(
+        str(entry["name"]),
+        str(entry["store_id"]),
+        str(secret_env) if secret_env else None,
+        str(alert_env) if alert_env else None,
+    )

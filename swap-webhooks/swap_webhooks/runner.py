@@ -27,7 +27,9 @@ happens next follows the run's outcome, the last ``run outcome: <name>`` line of
 
 Each run's whole output goes to ``<run_log_dir>/run-<id>.log`` (owner-only) and its last lines to
 the state db, both shown on ``/health``. When no run has succeeded for ``stale_after_minutes``
-while deliveries wait, one alert is posted, then none until a run succeeds.
+while deliveries wait, one alert is posted to ``alert_webhook_url`` (a brand's own, from its
+entry in the brands file), then again only when the last run's outcome changes or a day later,
+until a run succeeds.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-from swap_webhooks.alerts import post_alert, stale_alert_text
+from swap_webhooks.alerts import post_alert, stale_alert_due, stale_alert_text
 from swap_webhooks.dagster_runs import DagsterClient, DagsterError, RunState
 from swap_webhooks.settings import Settings
 from swap_webhooks.store import (
@@ -140,13 +142,14 @@ class Runner:
         store: DeliveryStore,
         *,
         env: Mapping[str, str] | None = None,
-        partition: str | None = None,
+        brand: str | None = None,
     ) -> None:
         self.settings = settings
-        #: With ``dagster_url``: runs are this brand's partition launched on Dagster.
-        self.partition = partition
+        #: The brand's name (brands file): its alerts name it, and with ``dagster_url`` its runs
+        #: are this partition launched on Dagster. Its alert destination is in ``settings``.
+        self.brand = self.partition = brand
         url = settings.dagster_url
-        self.dagster = DagsterClient(url) if url and partition else None
+        self.dagster = DagsterClient(url) if url and brand else None
         self.store = store
         self.env = dict(os.environ if env is None else env)
         self.command = resolve_command(settings, self.env)
@@ -501,22 +504,29 @@ class Runner:
                     path.unlink()
 
     async def _check_stale(self) -> None:
-        """Alert once when no run has succeeded for ``stale_after_minutes`` while one was needed."""
+        """Alert when no run has succeeded for ``stale_after_minutes`` while one was needed.
+
+        Once, then again when the last run's outcome changes or a day later (decisions §2).
+        """
         since = await asyncio.to_thread(self.store.waiting_since)
         limit = self.settings.stale_after_minutes * 60
         if since is None or _age_seconds(since) < limit:
             self.stale_since = None
             return
         self.stale_since = since
-        if await asyncio.to_thread(self.store.stale_alert_sent):
+        runs = await asyncio.to_thread(self.store.runs, 1)  # checked between runs: it has ended
+        last = runs[0] if runs else None
+        outcome = None if last is None else str(last["outcome"])
+        sent_at = await asyncio.to_thread(self.store.stale_alert_sent)
+        alerted = await asyncio.to_thread(self.store.stale_alert_outcome)
+        if not stale_alert_due(sent_at, alerted, outcome, datetime.now(timezone.utc)):
             return
-        runs = await asyncio.to_thread(self.store.runs, 1)
-        text = stale_alert_text(self.settings.stale_after_minutes, since, runs[0] if runs else None)
+        text = stale_alert_text(self.settings.stale_after_minutes, since, last, brand=self.brand)
         logger.warning("%s", text)
         url = self.settings.alert_webhook_url
         if url and not await asyncio.to_thread(post_alert, url.reveal(), text):
             return  # tried again at the next check
-        await asyncio.to_thread(self.store.mark_stale_alert_sent)
+        await asyncio.to_thread(self.store.mark_stale_alert_sent, outcome)
 
     # -- waiting ---------------------------------------------------------------------------------
 

@@ -118,8 +118,10 @@ COUNTERS = (
     *(f"runs.{outcome}" for outcome in OUTCOMES),
 )
 
-#: ``meta`` key set when the staleness alert is sent; a successful run deletes it.
+#: ``meta`` keys set when the staleness alert is sent (when, and the last run's outcome it
+#: named: a new one alerts again); a successful run deletes them.
 STALE_ALERT_KEY = "alert.stale_sent_at"
+STALE_OUTCOME_KEY = "alert.stale_outcome"
 
 #: The columns ``runs()`` returns, in order.
 RUN_COLUMNS = (
@@ -314,7 +316,9 @@ class DeliveryStore:
                 # Every delivery but the first rode along on a run another one started.
                 if handled and handled > 1:
                     _bump(db, "coalesced", handled - 1)
-                db.execute("DELETE FROM meta WHERE key = ?", (STALE_ALERT_KEY,))
+                db.execute(
+                    "DELETE FROM meta WHERE key IN (?, ?)", (STALE_ALERT_KEY, STALE_OUTCOME_KEY)
+                )
             else:
                 db.execute(
                     "UPDATE deliveries SET status = ?, run_id = NULL WHERE run_id = ?"
@@ -433,11 +437,17 @@ class DeliveryStore:
         with self._lock:
             return _scalar(self._db, "SELECT value FROM meta WHERE key = ?", STALE_ALERT_KEY)  # type: ignore[no-any-return]
 
-    def mark_stale_alert_sent(self) -> None:
+    def stale_alert_outcome(self) -> str | None:
+        """The last run's outcome that alert named (None: no run had ended yet)."""
+        with self._lock:
+            value = _scalar(self._db, "SELECT value FROM meta WHERE key = ?", STALE_OUTCOME_KEY)
+        return str(value) if value else None
+
+    def mark_stale_alert_sent(self, outcome: str | None = None) -> None:
         with self._transaction() as db:
-            db.execute(
+            db.executemany(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                (STALE_ALERT_KEY, _now_iso()),
+                [(STALE_ALERT_KEY, _now_iso()), (STALE_OUTCOME_KEY, outcome or "")],
             )
 
     def schema_version(self) -> int:
