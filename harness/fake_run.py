@@ -1,13 +1,13 @@
 """A stand-in for ``meltano run``: records when it starts and ends, and can be held or refused.
 
 Usage: ``python fake_run.py LOG [--gate FILE] [--duration S] [--locked-out N] [--already-running N]
-[--fail N] [--outcome NAME --exit CODE] [--lines N]``.
+[--fail N] [--outcome NAME | --no-outcome] [--exit CODE] [--lines N]``.
 Appends ``{"event": "start"|"end", "t": <epoch>, "pid": ...}`` lines to LOG. While the gate file
 exists the run waits (a test "holds" it). The first N calls print Meltano's lock refusal and exit 1
 (``--locked-out``), the launcher's ``run outcome: already_running`` (``--already-running``), or
 just exit 1 (``--fail``; ``--fail-while FILE``: while FILE exists); N is counted in ``LOG.calls``.
-A run that goes through prints N numbered lines (``--lines``), then ``run outcome: NAME`` when
-given, and exits with ``--exit``.
+A run that goes through prints N numbered lines (``--lines``), then ``run outcome: NAME``
+(``succeeded`` unless given; none with ``--no-outcome``), and exits with ``--exit``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ def main() -> int:
     parser.add_argument("--fail", type=int, default=0)
     parser.add_argument("--fail-while", type=Path)
     parser.add_argument("--already-running", type=int, default=0)
-    parser.add_argument("--outcome")
+    # The pipeline always prints its outcome; --no-outcome plays one that ended without.
+    parser.add_argument("--outcome", default="succeeded")
+    parser.add_argument("--no-outcome", action="store_true")
     parser.add_argument("--exit", type=int, default=0)
     parser.add_argument("--lines", type=int, default=0)
     args = parser.parse_args()
@@ -66,7 +68,7 @@ def main() -> int:
         time.sleep(args.duration)
         for number in range(1, args.lines + 1):
             print(f"log line {number}")
-        if args.outcome:
+        if not args.no_outcome:
             print(f"2026-12-05T00:00:00Z [info] run outcome: {args.outcome} cmd_type=elt")
             print("Block run completed.")
         return int(args.exit)

@@ -365,8 +365,8 @@ class Runner:
             return Attempt(capture.outcome, exit_code)
         if capture.refused_by_meltano:
             return Attempt(ALREADY_RUNNING, exit_code, "Meltano's own job check refused it")
-        if exit_code == 0:
-            return Attempt(SUCCEEDED, exit_code)
+        # Even with exit status 0: the pipeline always ends with its outcome line, so a run
+        # without one ended before it could say what it did (decisions §2: never the exit code).
         return Attempt(CRASHED, exit_code, "ended without a run outcome line")
 
     # -- runs on Dagster (dagster_url) ------------------------------------------------------------

@@ -92,6 +92,26 @@ def test_a_pipeline_failure_backs_off_and_its_deliveries_wait(tmp_path: Path) ->
     assert len(fake_runs(log)) == 1
 
 
+@pytest.mark.slow  # a run of the fake run command, then the back-off it starts
+def test_a_run_without_an_outcome_line_is_a_failure_even_with_exit_status_0(
+    tmp_path: Path,
+) -> None:
+    """Meltano's exit status is not the outcome: a run that never said what it did failed."""
+    log = tmp_path / "runs.jsonl"
+    command = fake_run_command(log, "--no-outcome", "--exit", "0")
+    config = settings(tmp_path, command, retry_seconds=3600)
+    with ReceiverThread(config) as receiver:
+        send_one(receiver)
+        wait_until(lambda: receiver.health()["runner"] == "backing_off", what="the back-off")
+        health = receiver.health()
+        metrics = receiver.metrics()
+    last = health["last_run"]
+    assert (last["outcome"], last["exit_code"]) == ("crashed", 0)
+    assert last["note"] == "ended without a run outcome line"
+    assert metrics["runs"]["succeeded"] == 0
+    assert health["queue"]["pending"] == 1
+
+
 def test_a_failed_run_is_readable_on_health_and_in_its_log_file(tmp_path: Path) -> None:
     log = tmp_path / "runs.jsonl"
     command = fake_run_command(log, "--lines", "100", "--outcome", "crashed", "--exit", "1")
