@@ -111,6 +111,8 @@ def assert_refused_then_next_record_maps(
         assert fine == {"id": key}
 
 
+# Slow as a whole: each bomb is quick, but there are 27 of them.
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(BOMBS))
 def test_a_size_bomb_costs_its_record_one_mapping_error(engine_for: EngineFor, name: str) -> None:
     expression, detail = BOMBS[name]
@@ -254,6 +256,7 @@ def test_sum_of_lists_is_linear_and_bounded() -> None:
         total(Scope({"lists": [[index, index] for index in range(60_000)]}, {}, {}))
 
 
+@pytest.mark.slow
 def test_the_mapper_survives_every_bomb_under_a_memory_limit(
     write_mapping: MappingWriter, tmp_path: Path
 ) -> None:

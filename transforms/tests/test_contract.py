@@ -80,6 +80,7 @@ def test_declared_schemas_require_what_the_target_requires(default_engine: Mappi
         assert output.schema_file == str(TRANSFORMS / "schemas" / f"{name}.json")
 
 
+@pytest.mark.slow
 def test_everything_emitted_over_the_emulator_data_is_accepted(
     default_engine: MappingEngine,
     emulator_returns: list[dict[str, Any]],

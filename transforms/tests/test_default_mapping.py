@@ -16,6 +16,8 @@ import re
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from emulators.swap import SwapEmulator
 from swap_transforms.engine import MappingEngine
 from swap_transforms.mapping_tests import map_by_rule
@@ -54,6 +56,7 @@ def test_every_rule_runs_on_the_emulator_data_without_a_mapping_error(
     assert 0 < rejected_by_checks < len(emulator_returns) / 4
 
 
+@pytest.mark.slow
 def test_ids_are_unique_and_stable_over_the_data_set(
     default_engine: MappingEngine, emulator_returns: list[dict[str, Any]]
 ) -> None:

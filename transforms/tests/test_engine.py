@@ -564,6 +564,7 @@ def test_two_mapping_files_run_in_order(write_mapping: MappingWriter) -> None:
         MappingEngine.from_files([str(first), str(first)], clock=clock)
 
 
+@pytest.mark.slow
 def test_key_and_exception_streams() -> None:
     engine = MappingEngine.from_files([str(DEFAULT_MAPPING)], clock=clock)
     assert engine.exception_streams == frozenset({"integration_exceptions"})

@@ -272,6 +272,7 @@ def _tricky_addresses() -> list[str]:
     return fixed + generated
 
 
+@pytest.mark.slow
 def test_is_valid_email_agrees_with_email_validator() -> None:
     addresses = _tricky_addresses()
     disagreements = [

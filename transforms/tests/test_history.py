@@ -43,6 +43,7 @@ def history(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     return status, captured.out + captured.err
 
 
+@pytest.mark.slow
 def test_added_removed_and_changed_outputs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -72,6 +73,7 @@ def test_added_removed_and_changed_outputs(
     assert f"2026-05-30T00:00:00+00:00: {inside} mapped\n" in out
 
 
+@pytest.mark.slow
 def test_the_committed_mapping_comes_from_git(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

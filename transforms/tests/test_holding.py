@@ -51,6 +51,7 @@ INPUT = lines(
 )
 
 
+@pytest.mark.slow
 def test_no_state_after_a_mapping_error_and_every_other_record_is_sent(
     capsysbinary: pytest.CaptureFixture[bytes], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -77,6 +78,7 @@ def test_no_state_after_a_mapping_error_and_every_other_record_is_sent(
     assert "eighty" not in caplog.text
 
 
+@pytest.mark.slow
 def test_the_run_after_the_fix_delivers_what_failed(
     capsysbinary: pytest.CaptureFixture[bytes],
 ) -> None:
@@ -95,6 +97,7 @@ def test_the_run_after_the_fix_delivers_what_failed(
     assert states(out) == ["2", "3"]
 
 
+@pytest.mark.slow
 def test_a_tolerated_rule_is_set_aside_without_holding(
     capsysbinary: pytest.CaptureFixture[bytes],
 ) -> None:

@@ -41,6 +41,7 @@ def run_in_process(text: str, capsysbinary: pytest.CaptureFixture[bytes]) -> lis
     return [json.loads(line, parse_float=Decimal) for line in out.splitlines()]
 
 
+@pytest.mark.slow
 def test_messages_flow_through_in_order(
     capsysbinary: pytest.CaptureFixture[bytes], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -100,6 +101,7 @@ def test_messages_flow_through_in_order(
     assert dropped[0].levelno == logging.INFO
 
 
+@pytest.mark.slow
 def test_numbers_stay_numbers(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
     out = run_in_process(lines(schema("returns"), record("returns", a_return())), capsysbinary)
     started = next(
@@ -109,6 +111,7 @@ def test_numbers_stay_numbers(capsysbinary: pytest.CaptureFixture[bytes]) -> Non
     assert started["record"]["properties"]["Items"][0]["Quantity"] == 1
 
 
+@pytest.mark.slow
 def test_a_record_before_its_schema_is_set_aside(
     capsysbinary: pytest.CaptureFixture[bytes],
 ) -> None:
@@ -148,6 +151,7 @@ def test_config_is_validated() -> None:
     assert error.value.errors == ["'mapping_files' is a required property"]
 
 
+@pytest.mark.slow
 def test_the_executable_with_a_config_file(tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     # Relative to the current directory, as Meltano runs plugins from the project root.
@@ -181,6 +185,7 @@ def test_the_executable_with_a_config_file(tmp_path: Path) -> None:
     assert "maria" not in result.stderr.lower()
 
 
+@pytest.mark.slow
 def test_about_lists_the_setting() -> None:
     result = subprocess.run(
         [str(SWAP_TRANSFORMS), "--about", "--format", "json"],
@@ -193,6 +198,7 @@ def test_about_lists_the_setting() -> None:
     assert "mapping_files" in about["settings"]["properties"]
 
 
+@pytest.mark.slow
 def test_the_executable_reads_bytes_crlf_and_utf8_as_text_lines_were(tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"mapping_files": [str(DEFAULT_MAPPING)]}))
@@ -215,6 +221,7 @@ def test_the_executable_reads_bytes_crlf_and_utf8_as_text_lines_were(tmp_path: P
     assert "swap:ret_ü:started" in {m["record"].get("unique_id") for m in out if "record" in m}
 
 
+@pytest.mark.slow
 def test_each_input_message_has_its_outputs_written_before_the_next_is_read(
     tmp_path: Path,
 ) -> None:
@@ -258,6 +265,7 @@ def test_each_input_message_has_its_outputs_written_before_the_next_is_read(
     assert process.returncode == 0
 
 
+@pytest.mark.slow
 def test_records_are_written_as_the_sdk_writer_writes_their_messages(
     capsysbinary: pytest.CaptureFixture[bytes],
 ) -> None:

@@ -55,6 +55,7 @@ def edit(path: Path, old: str, new: str, count: int = 1) -> None:
     path.write_text(text.replace(old, new))
 
 
+@pytest.mark.slow
 def test_the_default_mapping_passes_its_yaml_tests(run: Run) -> None:
     status, out = run(str(DEFAULT_TESTS))
     assert status == 0, out
@@ -62,6 +63,7 @@ def test_the_default_mapping_passes_its_yaml_tests(run: Run) -> None:
     assert "FAIL" not in out
 
 
+@pytest.mark.slow
 def test_the_console_script_and_its_default_folder() -> None:
     result = subprocess.run(
         [str(BIN / "swap-transforms-test")],
@@ -75,6 +77,7 @@ def test_the_console_script_and_its_default_folder() -> None:
     assert "transforms/swap_to_klaviyo.tests.yml: " in result.stdout
 
 
+@pytest.mark.slow
 def test_a_broken_expectation_names_test_rule_field_expected_and_actual(
     run: Run, project: Path
 ) -> None:
@@ -99,6 +102,7 @@ def test_a_broken_expectation_names_test_rule_field_expected_and_actual(
     assert "1 failure(s)" in out
 
 
+@pytest.mark.slow
 def test_an_unexpected_rejection_fails_and_comes_first(run: Run, project: Path) -> None:
     mapping = project / "swap_to_klaviyo.yml"
     # A property that fails at run time on every return with a total.
@@ -121,6 +125,7 @@ def test_an_unexpected_rejection_fails_and_comes_first(run: Run, project: Path) 
     assert '"metric":"Return Started"' in second
 
 
+@pytest.mark.slow
 def test_an_output_that_must_be_absent(run: Run, project: Path) -> None:
     tests = project / "swap_to_klaviyo.tests.yml"
     edit(
@@ -134,6 +139,7 @@ def test_an_output_that_must_be_absent(run: Run, project: Path) -> None:
     assert "  rule      return_processed (klaviyo_events)" in out
 
 
+@pytest.mark.slow
 def test_every_rule_and_contract_name_must_be_expected(run: Run, project: Path) -> None:
     tests = project / "swap_to_klaviyo.tests.yml"
     document = yaml.safe_load(tests.read_text())
@@ -155,6 +161,7 @@ def test_every_rule_and_contract_name_must_be_expected(run: Run, project: Path) 
     assert "profile property 'swap_vip' of the contract list" in out
 
 
+@pytest.mark.slow
 def test_a_name_not_in_the_contract_list_is_refused(run: Run, project: Path) -> None:
     edit(project / "swap_to_klaviyo.yml", "metric: Return Received", "metric: Return Arrived")
     edit(
@@ -199,6 +206,7 @@ PER_ITEM_TEST = """
 """
 
 
+@pytest.mark.slow
 def test_renaming_a_metric_and_adding_a_per_item_event_takes_yaml_edits_only(
     run: Run, project: Path
 ) -> None:
@@ -289,6 +297,7 @@ def test_a_test_file_that_breaks_its_schema_names_file_and_line(run: Run, tmp_pa
     assert "Traceback" not in out
 
 
+@pytest.mark.slow
 def test_timestamps_stay_text_and_numbers_decimal(run: Run, tmp_path: Path) -> None:
     """An unquoted ISO time in YAML is Swap's text, and 80.5 is the mapper's Decimal 80.50."""
     tests = tmp_path / "mine.tests.yml"
@@ -351,6 +360,7 @@ def test_the_committed_sample_is_what_its_script_writes() -> None:
     )
 
 
+@pytest.mark.slow
 def test_a_field_the_source_does_not_have_is_refused_at_load(run: Run, project: Path) -> None:
     """The tap's shipped schemas stand in for its SCHEMA message: a typo never reaches a test."""
     mapping = project / "swap_to_klaviyo.yml"
@@ -363,6 +373,7 @@ def test_a_field_the_source_does_not_have_is_refused_at_load(run: Run, project: 
     assert "FAIL" not in out
 
 
+@pytest.mark.slow
 def test_the_tests_of_a_file_against_another_mapping(run: Run, project: Path) -> None:
     mine = project / "mine.yml"
     mine.write_text(

@@ -50,6 +50,7 @@ def samples() -> list[dict[str, Any]]:
     return [a_return(), a_return(return_id="ret_3", customer_email="nobody"), partial]
 
 
+@pytest.mark.slow
 def test_singer_messages_from_a_pipe() -> None:
     result = preview("-", stdin=singer_lines(*samples()))
     assert result.returncode == 0, result.stderr
@@ -81,11 +82,13 @@ def test_singer_messages_from_a_pipe() -> None:
     assert "maria" not in out.lower()
 
 
+@pytest.mark.slow
 def test_show_emails() -> None:
     result = preview("--show-emails", "-", stdin=singer_lines(a_return()))
     assert "profile   maria.lopez@example.org  as of" in result.stdout
 
 
+@pytest.mark.slow
 def test_plain_records_as_a_json_array_or_lines(tmp_path: Path) -> None:
     array = tmp_path / "returns.json"
     array.write_text(encoder.encode(samples()).decode())
@@ -98,6 +101,7 @@ def test_plain_records_as_a_json_array_or_lines(tmp_path: Path) -> None:
     assert by_array.stdout == preview("-", stdin=singer_lines(*samples())).stdout
 
 
+@pytest.mark.slow
 def test_json_format_prints_the_output_records() -> None:
     records = samples()
     result = preview("--format", "json", "--show-emails", "-", stdin=singer_lines(*records))
@@ -124,6 +128,7 @@ def test_json_format_prints_the_output_records() -> None:
 SAMPLE = DEFAULT_MAPPING.parent / "samples" / "returns.jsonl"
 
 
+@pytest.mark.slow
 def test_the_same_input_gives_the_same_output(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -154,6 +159,7 @@ def test_the_same_input_gives_the_same_output(
     assert all(e["occurred_at"] == e["source_updated_at"] for e in errors)
 
 
+@pytest.mark.slow
 def test_fields_that_may_be_null_come_first_with_their_line_and_fix(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -180,6 +186,7 @@ def test_fields_that_may_be_null_come_first_with_their_line_and_fix(
     assert out.startswith(note)
 
 
+@pytest.mark.slow
 def test_check_exits_non_zero_on_a_mapping_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -201,6 +208,7 @@ def test_check_exits_non_zero_on_a_mapping_error(
     assert status == 0
 
 
+@pytest.mark.slow
 def test_the_mapping_comes_from_the_option_or_the_variable(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -221,6 +229,7 @@ def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str
     return status, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_bad_mapping_and_bad_input(write_mapping: MappingWriter, tmp_path: Path) -> None:
     broken = write_mapping("version: 1\noutputs: {}\nstreams: {returns: {key: id, rules: []}}\n")
     result = subprocess.run(

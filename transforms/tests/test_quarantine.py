@@ -77,6 +77,7 @@ def around(bad_line: str) -> str:
     ids=["malformed", "email surrogate", "id surrogate", "huge number", "deep", "not a dict",
          "unknown type"],
 )  # fmt: skip
+@pytest.mark.slow
 def test_a_bad_line_is_set_aside_and_the_run_goes_on(
     capsysbinary: pytest.CaptureFixture[bytes],
     caplog: pytest.LogCaptureFixture,
@@ -97,6 +98,7 @@ def test_a_bad_line_is_set_aside_and_the_run_goes_on(
     assert "zoe" not in caplog.text
 
 
+@pytest.mark.slow
 def test_a_bad_line_of_a_stream_without_rules_is_dropped_like_its_stream(
     capsysbinary: pytest.CaptureFixture[bytes],
 ) -> None:
@@ -106,6 +108,7 @@ def test_a_bad_line_of_a_stream_without_rules_is_dropped_like_its_stream(
     assert started(out) == ["ret_1", "ret_3"]
 
 
+@pytest.mark.slow
 def test_the_same_bad_line_has_the_same_exception_id(
     capsysbinary: pytest.CaptureFixture[bytes],
 ) -> None:
@@ -115,6 +118,7 @@ def test_the_same_bad_line_has_the_same_exception_id(
     assert first == again
 
 
+@pytest.mark.slow
 def test_a_lone_surrogate_in_free_text_is_repaired_and_counted(
     capsysbinary: pytest.CaptureFixture[bytes], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -125,6 +129,7 @@ def test_a_lone_surrogate_in_free_text_is_repaired_and_counted(
     assert "Lone surrogates in free text repaired to U+FFFD: customer_name 1" in caplog.text
 
 
+@pytest.mark.slow
 def test_the_taps_exceptions_pass_through_unchanged(
     capsysbinary: pytest.CaptureFixture[bytes],
 ) -> None:
@@ -158,6 +163,7 @@ def test_the_taps_exceptions_pass_through_unchanged(
     assert schemas.count("integration_exceptions") == 1
 
 
+@pytest.mark.slow
 def test_the_executable_repairs_bytes_that_are_not_utf8(tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"mapping_files": [str(DEFAULT_MAPPING)]}))

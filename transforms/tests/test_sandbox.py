@@ -160,6 +160,7 @@ def test_only_the_engines_own_loops_skip_the_sandbox_call() -> None:
         expression(Scope({"_loop0": refused, "record": {}}, {}, {}))
 
 
+@pytest.mark.slow
 def test_unique_gives_what_jinjas_unique_gives() -> None:
     reference = MappingEnvironment()
     reference.filters["unique"] = jinja_unique  # the filter as Jinja ships it

@@ -110,6 +110,7 @@ def outputs_by_stream(emulator_returns: list[dict[str, Any]]) -> dict[str, list[
 
 
 @pytest.mark.parametrize("path", SCHEMAS, ids=[path.stem for path in SCHEMAS])
+@pytest.mark.slow
 def test_quick_check_accepts_only_what_the_validator_accepts(
     path: Any, outputs_by_stream: dict[str, list[Any]]
 ) -> None:

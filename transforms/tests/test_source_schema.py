@@ -204,6 +204,7 @@ def test_a_field_a_closed_output_does_not_have_is_refused(load: Any) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_the_default_mapping_loads_against_the_taps_schemas() -> None:
     engine = MappingEngine.from_files([str(DEFAULT_MAPPING)], sources=SOURCES)
     for warning in engine.source_warnings["returns"]:
@@ -243,6 +244,7 @@ def test_the_mapper_refuses_a_typo_when_the_schema_arrives(
     assert '"RECORD"' not in out  # refused before the first record was mapped
 
 
+@pytest.mark.slow
 def test_the_executable_exits_2_naming_file_and_line(tmp_path: Path) -> None:
     mapping = tmp_path / "typo.yml"
     text = DEFAULT_MAPPING.read_text().replace(

@@ -276,6 +276,7 @@ def test_problems_of_several_files_are_reported_together(
     assert [problem.file for problem in error.value.problems] == [str(first), str(second)]
 
 
+@pytest.mark.slow
 def test_the_executable_exits_2_with_the_problems_and_no_traceback(
     write_mapping: MappingWriter, tmp_path: Path
 ) -> None:

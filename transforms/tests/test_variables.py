@@ -41,6 +41,7 @@ def default(**variables: Any) -> MappingEngine:
     return MappingEngine.from_files([str(DEFAULT_MAPPING)], clock=clock, variables=variables)
 
 
+@pytest.mark.slow
 def test_the_customer_block_is_sent_by_default_and_switched_off_by_one_setting() -> None:
     record = a_return(shipping_address=ADDRESS, exchange_items=[{"sku": "X", "item_count": 1}])
     [on] = outputs(default(), record)["klaviyo_profile_updates"]
@@ -54,6 +55,7 @@ def test_the_customer_block_is_sent_by_default_and_switched_off_by_one_setting()
     assert len(off_outputs["klaviyo_events"]) == len(outputs(default(), record)["klaviyo_events"])
 
 
+@pytest.mark.slow
 def test_the_backfill_var_sends_only_the_new_metrics_and_the_profile_update() -> None:
     record = a_return(
         exchange_items=[{"sku": "X", "item_count": 1}],
@@ -78,6 +80,7 @@ def test_the_backfill_var_sends_only_the_new_metrics_and_the_profile_update() ->
          "declared value, not a text"),
     ],
 )  # fmt: skip
+@pytest.mark.slow
 def test_an_override_of_an_undeclared_var_or_of_another_type_stops_the_load(
     variables: dict[str, Any], message: str
 ) -> None:
@@ -109,6 +112,7 @@ def test_a_rule_reading_an_undeclared_var_is_refused_at_load_with_its_line(
     assert f"{path}:" in problem
 
 
+@pytest.mark.slow
 def test_the_mappers_vars_setting_reaches_the_rules(tmp_path: Path) -> None:
     """Through the mapper's executable, as Meltano runs it (config ``vars``)."""
     config = tmp_path / "config.json"
