@@ -2,7 +2,7 @@
 
 What the mapping sends (metric names, properties, ids, amounts) is the analysts' to change, and
 its expectations live in YAML: transforms/swap_to_klaviyo.tests.yml, run by
-`swap-transforms-test` (tests/transforms/test_mapping_tests.py runs it). These tests hold for
+`swap-transforms-test` (tests/test_mapping_tests.py runs it). These tests hold for
 any mapping an analyst may write from it: on the Swap emulator's data set every rule runs without
 a mapping error, ids are unique and stable, a later version of a return keeps its event ids, and
 a malformed record fails only the rules that read the broken field, without quoting its value.
