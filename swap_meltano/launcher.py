@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import importlib.util
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -52,6 +53,8 @@ COMMANDS_DIR = "commands"
 #: A command directory whose lock is free and older than this was left by a killed launcher.
 STALE_AFTER_SECONDS = 600.0
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: How long Meltano waits for the SQLite system database's write lock (Python's default: 5 s).
+SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,13 +117,28 @@ def system_database_uri(project: MeltanoProject, env: Mapping[str, str], base: P
     """The project's system database: the configured ``database_uri``, else ``<base>/meltano.db``.
 
     ``$MELTANO_SYS_DIR_ROOT`` in a configured URI means the project's system dir, not the
-    command's own (which would give every command an empty database).
+    command's own (which would give every command an empty database). A SQLite database gets a
+    longer busy timeout (:func:`with_sqlite_busy_timeout`).
     """
     configured = project.setting(env, "database_uri")
     if not configured:
-        return f"sqlite:///{base / 'meltano.db'}"
+        return with_sqlite_busy_timeout(f"sqlite:///{base / 'meltano.db'}")
     known = {**env, "MELTANO_PROJECT_ROOT": str(project.root), "MELTANO_SYS_DIR_ROOT": str(base)}
-    return expand_variables(configured, known)
+    return with_sqlite_busy_timeout(expand_variables(configured, known))
+
+
+def with_sqlite_busy_timeout(uri: str) -> str:
+    """A SQLite URI that waits up to ``SQLITE_BUSY_TIMEOUT_SECONDS`` for another writer.
+
+    Meltano writes its job row, a heartbeat every second and each STATE to the system database;
+    several runs at once (one per brand) take turns at its write lock. Python's default wait is
+    5 s: a run that waits longer on a busy machine fails with "database is locked", before any
+    plugin starts (the job row) or by Meltano killing the target (a STATE), and so ends without a
+    ``run outcome:`` line. A URI that sets its own ``timeout`` keeps it.
+    """
+    if not uri.startswith("sqlite") or re.search(r"[?&]timeout=", uri):
+        return uri
+    return f"{uri}{'&' if '?' in uri else '?'}timeout={SQLITE_BUSY_TIMEOUT_SECONDS:g}"
 
 
 def command_env(

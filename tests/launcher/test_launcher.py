@@ -19,6 +19,7 @@ from swap_meltano.launcher import (
     command_sys_dir,
     remove_stale_command_dirs,
     system_database_uri,
+    with_sqlite_busy_timeout,
 )
 from swap_meltano.project import CommandLine, MeltanoProject, pipeline_state_ids
 from tests.support.shared import REPO
@@ -104,9 +105,31 @@ def test_a_postgres_system_database_claims_with_an_advisory_lock(postgres_db: st
 
 
 def test_the_system_database_is_the_projects(project: MeltanoProject, tmp_path: Path) -> None:
-    assert system_database_uri(project, {}, tmp_path) == f"sqlite:///{tmp_path / 'meltano.db'}"
+    default = f"sqlite:///{tmp_path / 'meltano.db'}?timeout=30"
+    assert system_database_uri(project, {}, tmp_path) == default
     env = {"MELTANO_DATABASE_URI": "sqlite:///$MELTANO_SYS_DIR_ROOT/other.db"}
-    assert system_database_uri(project, env, tmp_path) == f"sqlite:///{tmp_path}/other.db"
+    assert (
+        system_database_uri(project, env, tmp_path) == f"sqlite:///{tmp_path}/other.db?timeout=30"
+    )
+
+
+def test_a_sqlite_system_database_waits_longer_for_its_write_lock() -> None:
+    """Python's 5 s let concurrent brand runs fail on "database is locked" (tests/brands)."""
+    assert with_sqlite_busy_timeout("sqlite:////x/meltano.db?mode=rw") == (
+        "sqlite:////x/meltano.db?mode=rw&timeout=30"
+    )
+    assert with_sqlite_busy_timeout("sqlite:////x/meltano.db?timeout=2") == (
+        "sqlite:////x/meltano.db?timeout=2"
+    )
+    postgres = "postgresql+psycopg://u@localhost/meltano"
+    assert with_sqlite_busy_timeout(postgres) == postgres
+
+
+def test_claims_of_a_sqlite_database_with_options_sit_beside_the_file(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'meltano.db'}?timeout=30"
+    with claimed([STATE_ID], uri):
+        [claim] = (tmp_path / "meltano.db.claims").iterdir()
+        assert claim.name.startswith("sandbox_tap-swapcommerce-to-target-klaviyo.")
 
 
 def test_each_command_dir_links_the_plugins_and_goes_away(tmp_path: Path) -> None:
