@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from swap_brands.config import Brand
+from swap_brands.jobs import NO_OUTCOME, failed_without_outcome, last_job
 
 #: The target's set-aside outcomes (target-klaviyo README, "delivery ledger").
 SET_ASIDE = ("rejected", "failed_profile_import", "held", "mapper_exception", "invalid_record")
@@ -120,35 +121,65 @@ class BrandSummary:
 def summarize(
     brand: Brand, project_root: Path, env: Mapping[str, str], now: datetime | None = None
 ) -> BrandSummary:
-    """The brand's last outcome, lag (since its last successful run) and set-aside counts."""
+    """The brand's last outcome, lag (since its last successful run) and set-aside counts.
+
+    A later run that Meltano records as failed but the ledger never saw ended without an
+    outcome: it is shown as ``no_outcome``, a failure, not hidden behind the run before it.
+    """
+    summary, ledger_last_started = _from_ledger(brand, project_root, env, now)
+    try:
+        job = last_job(brand, project_root, env)
+    except sa.exc.SQLAlchemyError as error:
+        summary.problem = summary.problem or f"cannot read Meltano's runs ({type(error).__name__})"
+        return summary
+    if failed_without_outcome(job, ledger_last_started):
+        assert job is not None
+        summary.last_outcome = NO_OUTCOME
+        summary.last_finished_at = None if job.ended_at is None else job.ended_at.isoformat()
+        summary.last_error = (
+            "Meltano's run failed before target-klaviyo recorded an outcome: read its log"
+        )
+        summary.problem = None
+    return summary
+
+
+def _from_ledger(
+    brand: Brand, project_root: Path, env: Mapping[str, str], now: datetime | None
+) -> tuple[BrandSummary, datetime | None]:
+    """The summary as the ledger tells it, and when its last run started."""
     now = now or datetime.now(timezone.utc)
     summary = BrandSummary(brand.name)
+    started = None
     try:
         url = ledger_url(brand, project_root, env)
     except LedgerConfigError as error:
         summary.problem = str(error)
-        return summary
+        return summary, started
     if brand.ledger.kind == "sqlite" and not sqlite_path(brand, project_root).exists():
         summary.problem = "no run yet (no ledger)"
-        return summary
+        return summary, started
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
             if not sa.inspect(conn).has_table("runs"):
                 summary.problem = "no run yet (no ledger)"
-                return summary
-            _read_runs(conn, summary, now)
+                return summary, started
+            started = _read_runs(conn, summary, now)
             _read_set_aside(conn, summary, now - SUMMARY_WINDOW)
     except sa.exc.SQLAlchemyError as error:
         summary.problem = f"cannot read the ledger ({type(error).__name__})"
     finally:
         engine.dispose()
-    return summary
+    return summary, started
 
 
-def _read_runs(conn: sa.Connection, summary: BrandSummary, now: datetime) -> None:
+def _read_runs(conn: sa.Connection, summary: BrandSummary, now: datetime) -> datetime | None:
+    """Fill in the last run's outcome and the lag; when the last run started."""
     last = conn.execute(
-        sa.text("SELECT status, finished_at, error FROM runs ORDER BY started_at DESC LIMIT 1")
+        sa.text(
+            "SELECT status, finished_at, error, started_at FROM runs "
+            "ORDER BY started_at DESC LIMIT 1"
+        )
     ).first()
     if last is not None:
         summary.last_outcome = str(last[0])
@@ -161,6 +192,7 @@ def _read_runs(conn: sa.Connection, summary: BrandSummary, now: datetime) -> Non
     if moment is not None:
         summary.last_succeeded_at = moment.isoformat()
         summary.lag_minutes = round((now - moment).total_seconds() / 60, 1)
+    return None if last is None else _as_datetime(last[3])
 
 
 def _read_set_aside(conn: sa.Connection, summary: BrandSummary, since: datetime) -> None:
