@@ -22,12 +22,14 @@ only for lines those scans flag.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import re
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import IO, Any
@@ -80,6 +82,9 @@ _SUSPECT_TEXT = re.compile(r"\\u[dD][89a-fA-F]|" + _SURROGATE)
 _ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 _ESCAPE_TEXT = re.compile(r"\\u[dD][89a-fA-F]")
 _SAFE_NAME = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]{0,63}")
+#: Allocations between two young collections of the cyclic garbage collector while lines are read
+#: (Python's default is 700). See :func:`_collector_for_reading`.
+READING_GC_THRESHOLD = 50_000
 
 
 @dataclass
@@ -137,18 +142,19 @@ class QuarantiningReader(GenericSingerReader[Any]):
         self, file_input: IO[Any] | None, callbacks: dict[str, Callable[[dict[str, Any]], None]]
     ) -> Counter[str]:
         stats: dict[str, int] = defaultdict(int)
-        for number, line in enumerate(file_input or self.default_input, start=1):
-            if not line.strip():
-                continue
-            message = self._message(line, number)
-            if message is None:
-                stats["UNREADABLE"] += 1
-                continue
-            kind = message["type"]
-            callbacks[kind](message)
-            if kind == "SCHEMA":
-                self._schemas.add(message["stream"])
-            stats[kind] += 1
+        with _collector_for_reading():
+            for number, line in enumerate(file_input or self.default_input, start=1):
+                if not line.strip():
+                    continue
+                message = self._message(line, number)
+                if message is None:
+                    stats["UNREADABLE"] += 1
+                    continue
+                kind = message["type"]
+                callbacks[kind](message)
+                if kind == "SCHEMA":
+                    self._schemas.add(message["stream"])
+                stats[kind] += 1
         return Counter(stats)
 
     def _message(self, line: Any, number: int) -> dict[str, Any] | None:
@@ -196,6 +202,28 @@ class QuarantiningReader(GenericSingerReader[Any]):
         if self.on_unreadable is None:
             raise ValueError(f"unreadable input: {problem.detail}")
         self.on_unreadable(problem)
+
+
+@contextmanager
+def _collector_for_reading() -> Iterator[None]:
+    """Python's cyclic garbage collector tuned for a run's reading loop, as it was afterwards.
+
+    Each record allocates dozens of containers (decoded dicts, resources, outcome rows) that live
+    until their batch is delivered, and the collector scanned them again and again: about 4.6 of
+    the target's 16 CPU seconds on 10,000 returns (95,000 records), most in full collections that
+    also walked every object of start-up (SQLAlchemy, singer_sdk, jsonschema). Start-up objects
+    live for the whole run: frozen, the collector no longer scans them; young collections every
+    50,000 allocations rather than 700 leave the rest about a sixth of the work (0.8 CPU s). Only
+    when garbage is collected changes; what is collected does not, and nothing is disabled.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(READING_GC_THRESHOLD, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def _decode(line: Any) -> Any:
