@@ -9,12 +9,13 @@ rule names, emits to undeclared outputs and required output fields that no rule 
 
 from __future__ import annotations
 
+import copy
 import difflib
 import graphlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,22 @@ def load_program(path: str, contract: Contract | None = None) -> MappingProgram:
     if problems:
         raise MappingFileError(problems)
     return _Loader(doc, contract).load()
+
+
+@lru_cache(maxsize=64)
+def _checked_schema(text: str) -> tuple[dict[str, Any], Callable[[Any], Any]]:
+    """A schema file's text, parsed, checked against its metaschema and compiled.
+
+    Keyed by the text itself, so a process that loads mappings many times (the tests, the preview,
+    the history command) checks and compiles each distinct schema once: the metaschema check and
+    the compilation are most of a mapping's load. Callers get their own copy of the schema.
+    Raises ValueError (not JSON), TypeError (not an object) or the libraries' schema errors.
+    """
+    schema = json.loads(text)
+    if not isinstance(schema, dict):
+        raise TypeError("not a JSON Schema object")
+    jsonschema.validators.validator_for(schema).check_schema(schema)
+    return schema, fastjsonschema.compile(schema)
 
 
 @cache
@@ -292,24 +309,21 @@ class _Loader:
     ) -> tuple[dict[str, Any], Callable[[Any], Any]] | None:
         """The schema file's JSON Schema and its compiled validator, or None (a problem)."""
         try:
-            schema = json.loads(path.read_text(encoding="utf-8"))
+            schema, validate = _checked_schema(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             self.problems.append(site.problem(f"schema file '{shown}' not found"))
             return None
         except (OSError, ValueError) as error:
             self.problems.append(site.problem(f"schema file '{shown}' is not JSON: {error}"))
             return None
-        if not isinstance(schema, dict):
+        except TypeError:
             self.problems.append(site.problem(f"'{shown}' is not a JSON Schema object"))
             return None
-        try:
-            jsonschema.validators.validator_for(schema).check_schema(schema)
-            validate = fastjsonschema.compile(schema)
         except (jsonschema.SchemaError, fastjsonschema.JsonSchemaDefinitionException) as error:
             message = getattr(error, "message", str(error))
             self.problems.append(site.problem(f"'{shown}' is not a valid JSON Schema: {message}"))
             return None
-        return schema, validate
+        return copy.deepcopy(schema), validate
 
     def _check_exceptions_output(self) -> None:
         name = self.program.exceptions_stream
