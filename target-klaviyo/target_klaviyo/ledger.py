@@ -739,7 +739,11 @@ def storable(value: Any, limit: int | None = None) -> str | None:
     """
     if value is None:
         return None
-    text = _UNSTORABLE.sub("\ufffd", value if isinstance(value, str) else str(value))
+    text = value if isinstance(value, str) else str(value)
+    # ASCII text (the usual key, stream or reason) holds no surrogate: only NUL is looked for,
+    # a scan in C, where the substitution costs a regular expression per value.
+    if not text.isascii() or "\x00" in text:
+        text = _UNSTORABLE.sub("\ufffd", text)
     return text if limit is None else text[:limit]
 
 
