@@ -677,6 +677,7 @@ def test_a_phone_another_profile_holds_is_a_duplicate_profile_conflict(client, k
     assert client.post(EVENTS, json=body).status_code == 202
 
 
+@pytest.mark.slow
 def test_overlapping_profile_jobs_are_counted():
     with (
         KlaviyoEmulator(api_key=KEY, rate_limits=False, job_delay=0.3) as klaviyo,
@@ -834,6 +835,7 @@ def test_segments_are_created_and_found_by_name(client, klaviyo):
 # -- rate limits and faults -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_rate_limits_answer_429_with_retry_after_and_scale_with_time():
     # Segment creation allows 1/s and 15/min; at time_scale 60 that is 15 per second.
     with (

@@ -186,6 +186,7 @@ def test_items_per_page_maximum_and_default(client: httpx.Client) -> None:
 # -- paging, ordering, filters --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pagination_block_and_order(client: httpx.Client, big: SwapEmulator) -> None:
     first = list_page(client, page=1, items_per_page=75)
     assert first["version"] == "v2"
@@ -262,6 +263,7 @@ def test_filters(client: httpx.Client, everything: list[dict[str, Any]]) -> None
 # -- the data set ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_same_seed_same_data_other_seed_other_data(everything: list[dict[str, Any]]) -> None:
     with make(2000) as again, open_client(again) as http:
         assert fetch_all(http) == everything
@@ -464,6 +466,7 @@ def test_matches_the_contract() -> None:
 # -- rate limits and faults -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_rate_limit_answers_429_with_retry_after() -> None:
     # 3 a minute, with a minute lasting half a second.
     with make(20, rate_limit_per_minute=3, time_scale=120.0) as swap, open_client(swap) as http:

@@ -188,6 +188,7 @@ def test_the_targets_own_report_knows_nothing_of_webhooks(ledger_url, tmp_path):
     assert refused.exit_code == 2
 
 
+@pytest.mark.slow
 def test_swap_health_summary_and_report(ledger_url, webhooks_db, tmp_path):
     config_file = tmp_path / "ops.json"
     config_file.write_text(json.dumps({"api_key": "pk_test", "ledger_url": ledger_url}))

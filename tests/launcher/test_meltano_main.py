@@ -12,6 +12,7 @@ import subprocess
 import sys
 from decimal import Decimal
 
+import pytest
 from meltano.core.setting_definition import json_dumps
 
 from swap_meltano.launcher import meltano_argv
@@ -28,6 +29,7 @@ def test_upstream_meltano_still_cannot_write_a_decimal():
     raise AssertionError("Meltano writes decimals now: remove swap_meltano/meltano_main.py")
 
 
+@pytest.mark.slow
 def test_a_decimal_setting_from_a_variable_reaches_the_plugin_through_the_launcher():
     env = {
         **os.environ,

@@ -71,6 +71,7 @@ def console_errors(driver: Any) -> list[dict[str, Any]]:
     return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
+@pytest.mark.slow
 def test_console_check_sees_errors(browser, tmp_path):
     # The check below must be able to fail: a page that logs an error is caught.
     page = tmp_path / "broken.html"
@@ -79,6 +80,7 @@ def test_console_check_sees_errors(browser, tmp_path):
     assert any("boom" in entry["message"] for entry in console_errors(browser))
 
 
+@pytest.mark.slow
 def test_report_renders_in_chromium(browser, ledger_url, webhooks_db, tmp_path):
     output = tmp_path / "report.html"
     build_report(ledger_url, output, triggers=webhook_latency(ledger_url, webhooks_db, None))

@@ -163,6 +163,7 @@ def logged() -> Iterator[Lines]:
         logger.setLevel(level)
 
 
+@pytest.mark.slow
 def test_run_summary_counts_outcomes_retries_and_429s(klaviyo, config, ledger_at, logged):
     klaviyo.faults.add(kind="status", status=429, path="event-bulk-create", retry_after=1, count=1)
     klaviyo.faults.add(kind="status", status=503, path="catalog-variants", count=1)

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from target_klaviyo.cli import main as klaviyo_ops
@@ -19,6 +20,7 @@ from tests.support.target import RecordingKlaviyo
 SEGMENTS = REPO / "transforms" / "klaviyo_segments.yml"
 
 
+@pytest.mark.slow
 def test_the_projects_segments_are_created(
     klaviyo: RecordingKlaviyo, config: dict[str, Any], tmp_path: Path
 ) -> None:
