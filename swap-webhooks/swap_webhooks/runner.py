@@ -57,7 +57,6 @@ from swap_webhooks.store import (
     CRASHED,
     HANDLED_OUTCOMES,
     INTERRUPTED,
-    SUCCEEDED,
     DeliveryStore,
     RunReport,
 )
