@@ -12,7 +12,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -52,22 +51,6 @@ def wait_until(
 def get_json(url: str) -> Any:
     with urlopen(url, timeout=10) as response:
         return json.loads(response.read())
-
-
-def fake_run_command(log: Path, *options: str) -> list[str]:
-    return [sys.executable, str(FAKE_RUN), str(log), *options]
-
-
-def fake_runs(log: Path) -> list[tuple[float, float | None]]:
-    """``(start, end)`` of each fake run, in start order (end None while it runs)."""
-    if not log.exists():
-        return []
-    starts: dict[int, float] = {}
-    ends: dict[int, float] = {}
-    for line in log.read_text().splitlines():
-        row = json.loads(line)
-        (starts if row["event"] == "start" else ends)[row["pid"]] = row["t"]
-    return sorted((t, ends.get(pid)) for pid, t in starts.items())
 
 
 def settings(tmp: Path, run_command: list[str], **changes: Any) -> Settings:
